@@ -1,0 +1,32 @@
+# The two commands of the README. Each sets up what it needs (a virtual environment in .venv with
+# the package and its dependencies from PyPI) before it runs, so a fresh clone needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Main job: simulate one Rubin visit and report what its alerts are made of.
+run: $(STAMP)
+	$(BIN)/alertbench simulate --visits 1 --sigma 0 -o out/visit-0.avro
+	$(BIN)/alertbench inspect out/visit-0.avro
+
+# Test suite (what CI runs): lint, then every test.
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+# Micro-benchmarks (not part of the test run).
+bench: $(STAMP)
+	mkdir -p out
+	$(BIN)/python -m pytest tests/benchmarks -o python_files="bench_*.py" --benchmark-only --benchmark-json=out/bench.json -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache .benchmarks

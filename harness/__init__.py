@@ -1,0 +1,1 @@
+"""Load generation, metrics, the matrix runner, ranking, reports, and the ``alertbench`` CLI."""

@@ -1,0 +1,290 @@
+"""The ``alertbench`` command line.
+
+Every sub-command is a thin layer over the library: the same functions are what the tests and
+the harness call, so what the CLI prints is what the code measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from refimpl.avro_codec import read_ocf, write_ocf
+from refimpl.errors import AlertbenchError
+from refimpl.schema import available_versions, latest_version
+from refimpl.serializer import SERIALIZERS, Alert, get_serializer
+from refimpl.simulator import AlertSimulator, SimulationConfig
+from refimpl.sizes import SizeReport, cutout_side
+
+console = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 120)  # tables stay readable in logs
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("alerts"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _add_simulation_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    parser.add_argument(
+        "--schema-version",
+        default=None,
+        help=f"Rubin alert schema version (default {latest_version()}, the latest shipped)",
+    )
+    parser.add_argument(
+        "--alerts-per-visit",
+        type=float,
+        default=10_000,
+        help="mean alerts per visit (default 10,000, Rubin's average)",
+    )
+    parser.add_argument(
+        "--sigma",
+        type=float,
+        default=0.6,
+        help="log-normal spread of alerts per visit; 0 gives exactly the mean (default 0.6)",
+    )
+
+
+def _config(args: argparse.Namespace) -> SimulationConfig:
+    return SimulationConfig(
+        seed=args.seed,
+        schema_version=args.schema_version,
+        alerts_per_visit_mean=args.alerts_per_visit,
+        alerts_per_visit_sigma=args.sigma,
+    )
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    sim = AlertSimulator(_config(args))
+    visits = list(sim.visits(args.visits, start=args.first_visit))
+    limit = args.limit
+    total = sum(v.n_alerts if limit is None else min(limit, v.n_alerts) for v in visits)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+
+    def alerts(progress: Progress) -> Iterator[Alert]:
+        task = progress.add_task("simulating", total=total)
+        for visit in visits:
+            for alert in visit.alerts(limit):
+                yield alert
+                progress.advance(task)
+
+    with _progress() as progress, args.output.open("wb") as fp:
+        written = write_ocf(fp, alerts(progress), sim.schema.version, codec=args.codec)
+    size = args.output.stat().st_size
+    out.print(
+        f"wrote {written:,} alerts from {len(visits)} visit(s) "
+        f"(schema {sim.schema.version}, seed {args.seed}) to {args.output} "
+        f"({size / 1e6:,.1f} MB, {size / max(written, 1) / 1e3:,.1f} KB per alert in the file)"
+    )
+    for visit in visits:
+        out.print(
+            f"  visit {visit.visit_id}: {visit.n_alerts:,} alerts, band {visit.band}, "
+            f'RA {visit.ra:.3f} Dec {visit.dec:.3f}, seeing {visit.seeing_fwhm_arcsec:.2f}"'
+        )
+    return 0
+
+
+def _detect_format(data: bytes) -> str:
+    if data[:4] == b"Obj\x01":
+        return "avro-ocf"
+    if data[:1] == b"\x00":
+        return "avro"
+    return "unknown"
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    data = args.file.read_bytes()
+    kind = _detect_format(data)
+    serializer = get_serializer("avro")
+    if kind == "avro-ocf":
+        writer_schema, alerts = read_ocf(io.BytesIO(data))
+        schema_name = writer_schema.get("name", "?")
+    elif kind == "avro":
+        alerts = iter([serializer.loads(data)])
+        schema_name = serializer.schema.namespace
+    else:
+        raise AlertbenchError(f"{args.file}: not an Avro container file or a framed Avro alert")
+    report = SizeReport(serializer="avro")
+    first: Alert | None = None
+    with _progress() as progress:
+        task = progress.add_task("reading", total=None)
+        for alert in alerts:
+            first = first or alert
+            report.add(alert, serializer)
+            progress.advance(task)
+    count = len(report.total)
+    result = {
+        "file": str(args.file),
+        "format": kind,
+        "schema": schema_name,
+        "alerts": count,
+        "file_bytes": len(data),
+        "sizes": report.summary(),
+    }
+    if first is not None:
+        result["first_alert"] = {
+            "diaSourceId": first.get("diaSourceId", first.get("alertId")),
+            "cutout_side_px": cutout_side(first.get("cutoutDifference")),
+        }
+    if args.json:
+        out.print_json(json.dumps(result))
+        return 0
+    out.print(
+        f"[bold]{args.file}[/bold]: {kind}, schema {schema_name}, {count:,} alerts, "
+        f"{len(data) / 1e6:,.1f} MB"
+    )
+    if first is not None:
+        out.print(
+            f"first alert: diaSourceId {result['first_alert']['diaSourceId']}, "
+            f"cutouts {result['first_alert']['cutout_side_px']} px square"
+        )
+    out.print(
+        size_table(
+            report, f"Sizes per alert, Avro (Confluent framing, engine: {serializer.engine})"
+        )
+    )
+    return 0
+
+
+def size_table(report: SizeReport, title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("quantity")
+    for col in ("mean", "p50", "p90", "p99", "max"):
+        table.add_column(col, justify="right")
+    for name, stats in report.summary().items():
+        table.add_row(name, *(f"{stats[c]:,.0f}" for c in ("mean", "p50", "p90", "p99", "max")))
+    return table
+
+
+def cmd_sizes(args: argparse.Namespace) -> int:
+    sim = AlertSimulator(_config(args))
+    serializer = get_serializer("avro", schema_version=sim.schema.version)
+    report = SizeReport(serializer="avro")
+    visits = sim.visits(args.visits)
+    with _progress() as progress:
+        task = progress.add_task("sizing", total=args.visits * args.per_visit)
+        for visit in visits:
+            for alert in visit.alerts(args.per_visit):
+                report.add(alert, serializer)
+                progress.advance(task)
+    if args.json:
+        out.print_json(json.dumps({"alerts": len(report.total), "sizes": report.summary()}))
+    else:
+        out.print(
+            size_table(
+                report,
+                f"{len(report.total):,} simulated alerts (seed {args.seed}, schema "
+                f"{sim.schema.version}, {args.per_visit} from each of {args.visits} visits)",
+            )
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alertbench",
+        description=(
+            "Testbed and reference implementation for distributing astronomical alerts at "
+            "Rubin/LSST scale: realistic Rubin alerts, interchangeable serializations and "
+            "transports, and a load harness that ranks them against LSST's requirements."
+        ),
+        epilog="Run 'alertbench COMMAND --help' for the options of one command.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sim = sub.add_parser(
+        "simulate",
+        help="write simulated visits of realistic Rubin alerts to an Avro container file",
+        description="Simulate visits of realistic Rubin alerts (light curves, FITS cutouts) and "
+        "write them to an Avro Object Container File that any Avro reader can open.",
+    )
+    _add_simulation_args(sim)
+    sim.add_argument("--visits", type=int, default=1, help="number of visits (default 1)")
+    sim.add_argument("--first-visit", type=int, default=0, help="index of the first visit")
+    sim.add_argument("--limit", type=int, default=None, help="at most this many alerts per visit")
+    sim.add_argument(
+        "--codec",
+        default="null",
+        choices=("null", "deflate", "zstandard", "snappy"),
+        help="OCF block compression (default none, as alerts travel)",
+    )
+    sim.add_argument("-o", "--output", type=Path, required=True, help="output .avro file")
+    sim.set_defaults(func=cmd_simulate)
+
+    ins = sub.add_parser(
+        "inspect",
+        help="summarise an alert file: counts, sizes, schema version, cutout shape",
+        description="Summarise an Avro container file of alerts or one framed Avro alert.",
+    )
+    ins.add_argument("file", type=Path)
+    ins.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    ins.set_defaults(func=cmd_inspect)
+
+    siz = sub.add_parser(
+        "sizes",
+        help="print the size distribution of encoded simulated alerts",
+        description="Simulate alerts and print the distribution (mean, p50, p90, p99, max) of "
+        "their encoded size and of its parts: cutouts, history and the rest.",
+    )
+    _add_simulation_args(siz)
+    siz.add_argument("--visits", type=int, default=5, help="visits to sample (default 5)")
+    siz.add_argument(
+        "--per-visit", type=int, default=200, help="alerts sampled per visit (default 200)"
+    )
+    siz.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    siz.set_defaults(func=cmd_sizes)
+
+    ver = sub.add_parser("schemas", help="list the Rubin alert schema versions available")
+    ver.set_defaults(func=cmd_schemas)
+    return parser
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    latest = latest_version()
+    for version in available_versions():
+        major, minor = (int(x) for x in version.split("."))
+        mark = "  (latest, default)" if version == latest else ""
+        out.print(f"{version}  schema id {major * 100 + minor}{mark}")
+    out.print(f"serializers: {', '.join(sorted(SERIALIZERS))}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except AlertbenchError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

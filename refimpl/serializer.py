@@ -1,0 +1,56 @@
+"""The Serializer seam: one interface, one registry, chosen by name.
+
+A serializer turns an alert (a ``dict`` valid against the Rubin schema) into ``bytes`` and back,
+and names its content type so that the type can ride on every message and a consumer never has to
+guess. Registry entries are lazy ``"module:Class"`` strings: nothing is imported until chosen, and
+a typo gets a "did you mean".
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any, Protocol, runtime_checkable
+
+from refimpl.errors import AlertbenchError
+
+Alert = dict[str, Any]
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """What every codec provides; ``loads`` raises only :class:`refimpl.errors.DecodeError`."""
+
+    name: str
+    content_type: str
+
+    def dumps(self, alert: Alert) -> bytes: ...
+
+    def loads(self, data: bytes) -> Alert: ...
+
+
+SERIALIZERS: dict[str, str] = {
+    "avro": "refimpl.avro_codec:AvroSerializer",
+}
+
+
+class UnknownSerializerError(AlertbenchError, KeyError):
+    """No serializer is registered under that name."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+def get_serializer(name: str, **options: Any) -> Serializer:
+    """The serializer registered as ``name``, constructed with ``options``."""
+    try:
+        target = SERIALIZERS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, SERIALIZERS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UnknownSerializerError(
+            f"no serializer named {name!r}{hint} (known: {', '.join(sorted(SERIALIZERS))})"
+        ) from None
+    module_name, _, class_name = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(**options)

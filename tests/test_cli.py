@@ -1,0 +1,72 @@
+"""The CLI a user runs: simulate, inspect, sizes, --help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.cli import main
+
+
+def test_console_script_is_installed_and_help_reads_well() -> None:
+    exe = Path(sys.executable).parent / "alertbench"  # installed beside this interpreter
+    assert exe.exists(), "the alertbench console script is missing: is the package installed?"
+    result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
+    for command in ("simulate", "inspect", "sizes", "schemas"):
+        assert command in result.stdout
+    assert "Rubin" in result.stdout
+
+
+def test_simulate_then_inspect(tmp_path, capsys) -> None:
+    path = tmp_path / "night.avro"
+    assert (
+        main(
+            [
+                "simulate",
+                "--visits",
+                "2",
+                "--limit",
+                "5",
+                "--alerts-per-visit",
+                "50",
+                "--sigma",
+                "0",
+                "-o",
+                str(path),
+            ]
+        )
+        == 0
+    )
+    assert "wrote 10 alerts from 2 visit(s)" in capsys.readouterr().out
+    assert main(["inspect", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["alerts"] == 10
+    assert report["format"] == "avro-ocf"
+    assert report["schema"] == "lsst.v11_1.alert"
+    assert 30 <= report["first_alert"]["cutout_side_px"] <= 102
+    assert report["sizes"]["encoded alert (bytes)"]["mean"] > 50_000
+
+
+def test_inspect_a_single_framed_alert(tmp_path, alerts, capsys) -> None:
+    from refimpl.avro_codec import AvroSerializer
+
+    path = tmp_path / "one.bin"
+    path.write_bytes(AvroSerializer().dumps(alerts[0]))
+    assert main(["inspect", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["alerts"] == 1
+
+
+def test_inspect_rejects_a_file_that_is_not_alerts(tmp_path, capsys) -> None:
+    path = tmp_path / "junk.txt"
+    path.write_text("hello")
+    assert main(["inspect", str(path)]) == 2
+    assert "not an Avro container file" in capsys.readouterr().err
+
+
+def test_sizes_reports_the_distribution(capsys) -> None:
+    assert main(["sizes", "--visits", "1", "--per-visit", "5", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["alerts"] == 5
+    assert set(report["sizes"]["encoded alert (bytes)"]) == {"mean", "p50", "p90", "p99", "max"}

@@ -1,0 +1,1 @@
+"""Transports: one module per transport behind one interface. They move opaque bytes only."""
