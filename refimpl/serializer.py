@@ -34,6 +34,12 @@ SERIALIZERS: dict[str, str] = {
 }
 
 
+CONTENT_TYPES: dict[str, str] = {
+    "application/vnd.rubin.alert+avro": "avro",
+}
+"""Media type (without parameters) -> serializer name, for consumers that read the header."""
+
+
 class UnknownSerializerError(AlertbenchError, KeyError):
     """No serializer is registered under that name."""
 
@@ -54,3 +60,15 @@ def get_serializer(name: str, **options: Any) -> Serializer:
     module_name, _, class_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(**options)
+
+
+def serializer_name_for(content_type: str) -> str:
+    """The registered serializer for a message's content type (parameters are ignored)."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    try:
+        return CONTENT_TYPES[media_type]
+    except KeyError:
+        raise UnknownSerializerError(
+            f"no serializer for content type {content_type!r} "
+            f"(known: {', '.join(sorted(CONTENT_TYPES))})"
+        ) from None

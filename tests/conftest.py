@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Iterator
+
 import pytest
 
+from harness.kafka_cluster import KafkaCluster
 from refimpl.schema import AlertSchema, load_schema
 from refimpl.simulator import AlertSimulator, SimulationConfig, Visit
 
@@ -28,3 +33,28 @@ def visit(simulator: AlertSimulator) -> Visit:
 @pytest.fixture(scope="session")
 def alerts(visit: Visit) -> list[dict]:
     return list(visit.alerts())
+
+
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_tools(*tools: str) -> None:
+    """Fail under CI=true, skip elsewhere, when a real component's tool is missing."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if not missing:
+        return
+    message = f"this test needs {', '.join(missing)} on PATH to run real Apache Kafka"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: a missing dependency is a failure, not a skip)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster() -> Iterator[KafkaCluster]:
+    """One real single-node Kafka (KRaft) for the session, from the project's own launcher."""
+    require_tools("java", "mvn")
+    cluster = KafkaCluster(brokers=1).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -1,0 +1,321 @@
+"""Apache Kafka transport (confluent-kafka / librdkafka): the bulk transport Rubin chose.
+
+URL: ``kafka://127.0.0.1:9092[,host:port...]/TOPIC?compression=lz4&linger_ms=5``; options may
+also be passed as keyword arguments (``user``/``password`` for SASL/SCRAM-SHA-512).
+
+Publisher: idempotent, ``acks=all`` (with the cluster's min.insync.replicas, an acknowledged
+alert is on at least two brokers of a 3-broker cluster), configurable compression and batching.
+The key is the alert id; headers carry the content type, the alert id and the shutter-close,
+intended-send and send timestamps, so consumers never guess the format and the harness can
+measure latency on one clock. The payload is whatever bytes the codec produced: for Avro, Rubin's
+Confluent framing, so Rubin's own consumers can read the topic.
+
+Subscriber: consumer groups; start from the group's committed position (``latest``), from the
+beginning (``earliest``), from an offset, or from a time ("the last N hours"); at-least-once
+(an offset is stored only when the caller asks for the next message) with de-duplication by
+alert id on the consumer side, duplicates counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from transports.base import (
+    Capabilities,
+    Envelope,
+    Received,
+    Start,
+    TransportError,
+    parse_url,
+)
+
+log = logging.getLogger(__name__)
+
+COMPRESSION = ("none", "lz4", "zstd", "snappy", "gzip")
+HEADER_CONTENT_TYPE = "content-type"
+HEADER_ALERT_ID = "alert-id"
+HEADER_T_SHUTTER = "t-shutter-ns"
+HEADER_T_INTENDED = "t-intended-ns"
+HEADER_T_SENT = "t-sent-ns"
+HEADER_SEQUENCE = "sequence"
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class KafkaTransport:
+    """A Kafka topic as an alert stream."""
+
+    capabilities = Capabilities(
+        replay=True, durable=True, fanout=True, backpressure=True, acknowledgement="batched"
+    )
+    error_types = (KafkaException,)
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        compression: str | None = None,
+        linger_ms: int | None = None,
+        batch_size: int | None = None,
+        **extra: Any,
+    ) -> None:
+        _, hosts, topic, query = parse_url(url)
+        if not topic:
+            raise TransportError(f"Kafka URL {url!r} names no topic (kafka://host:port/TOPIC)")
+        self.url = url
+        self.topic = topic
+        self.bootstrap_servers = hosts
+        self.compression = compression or query.get("compression", "lz4")
+        if self.compression not in COMPRESSION:
+            raise TransportError(
+                f"unknown compression {self.compression!r}; choose one of {', '.join(COMPRESSION)}"
+            )
+        self.linger_ms = int(linger_ms if linger_ms is not None else query.get("linger_ms", 5))
+        self.batch_size = int(
+            batch_size if batch_size is not None else query.get("batch_size", 1_000_000)
+        )
+        self.user = user or query.get("user")
+        self.password = password or query.get("password")
+        self.extra = extra
+
+    def client_config(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, "logger": log}
+        if self.user:
+            conf.update(
+                {
+                    "security.protocol": "SASL_PLAINTEXT",
+                    "sasl.mechanisms": "SCRAM-SHA-512",
+                    "sasl.username": self.user,
+                    "sasl.password": self.password or "",
+                }
+            )
+        return conf
+
+    def ensure_topic(
+        self, partitions: int = 1, replication_factor: int = 1, timeout: float = 30.0
+    ) -> None:
+        """Create the topic if it does not exist (what an operator does once)."""
+        admin = AdminClient(self.client_config())
+        if self.topic in admin.list_topics(timeout=timeout).topics:
+            return
+        futures = admin.create_topics(
+            [
+                NewTopic(
+                    self.topic,
+                    num_partitions=partitions,
+                    replication_factor=replication_factor,
+                    config={"max.message.bytes": str(MAX_MESSAGE_BYTES)},
+                )
+            ],
+            operation_timeout=timeout,
+        )
+        try:
+            futures[self.topic].result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise TransportError(f"cannot create topic {self.topic!r}: {exc}") from exc
+
+    def open_publisher(self, **options: Any) -> KafkaPublisher:
+        return KafkaPublisher(self, **options)
+
+    def open_subscriber(self, start: Start | None = None, **options: Any) -> KafkaSubscriber:
+        return KafkaSubscriber(self, start or Start.latest(), **options)
+
+
+class KafkaPublisher:
+    """Idempotent producer; keeps the ids of acknowledged and failed alerts."""
+
+    def __init__(self, transport: KafkaTransport, **config: Any) -> None:
+        self.transport = transport
+        conf = transport.client_config()
+        conf.update(
+            {
+                "enable.idempotence": True,
+                "acks": "all",
+                "compression.type": transport.compression,
+                "linger.ms": transport.linger_ms,
+                "batch.size": transport.batch_size,
+                "message.max.bytes": MAX_MESSAGE_BYTES,
+                "queue.buffering.max.kbytes": 512 * 1024,
+            }
+        )
+        conf.update(config)
+        self._producer = Producer(conf)
+        self.acked: list[int] = []
+        self.failed: list[tuple[int, str]] = []
+        self.published = 0
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        alert_id = int(msg.key() or b"-1")
+        if err is None:
+            self.acked.append(alert_id)
+        else:
+            self.failed.append((alert_id, str(err)))
+
+    def publish(self, envelope: Envelope) -> None:
+        t_sent = envelope.t_sent_ns or time.time_ns()
+        headers = [
+            (HEADER_CONTENT_TYPE, envelope.content_type.encode()),
+            (HEADER_ALERT_ID, str(envelope.alert_id).encode()),
+            (HEADER_T_SHUTTER, str(envelope.t_shutter_ns).encode()),
+            (HEADER_T_INTENDED, str(envelope.t_intended_ns).encode()),
+            (HEADER_T_SENT, str(t_sent).encode()),
+            (HEADER_SEQUENCE, str(envelope.sequence).encode()),
+        ]
+        while True:
+            try:
+                self._producer.produce(
+                    self.transport.topic,
+                    value=envelope.payload,
+                    key=str(envelope.alert_id).encode(),
+                    headers=headers,
+                    on_delivery=self._on_delivery,
+                )
+                break
+            except BufferError:  # local queue full: this is Kafka's backpressure, wait for acks
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                raise TransportError(f"Kafka refused alert {envelope.alert_id}: {exc}") from exc
+        self.published += 1
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        return int(self._producer.flush(timeout))
+
+    def close(self) -> None:
+        self.flush(10.0)
+
+
+def _header(headers: dict[str, bytes], name: str, default: int = 0) -> int:
+    try:
+        return int(headers[name])
+    except (KeyError, ValueError):
+        return default
+
+
+class KafkaSubscriber:
+    """Consumer-group subscriber with replay, at-least-once delivery and de-duplication."""
+
+    def __init__(
+        self,
+        transport: KafkaTransport,
+        start: Start,
+        *,
+        group: str | None = None,
+        dedupe: bool = True,
+        dedupe_window: int = 1_000_000,
+        **config: Any,
+    ) -> None:
+        self.transport = transport
+        self.start = start
+        self.group = group or f"alertbench-{uuid.uuid4().hex[:12]}"
+        conf = transport.client_config()
+        conf.update(
+            {
+                "group.id": self.group,
+                "auto.offset.reset": "earliest" if start.kind == "earliest" else "latest",
+                "enable.auto.commit": True,
+                "enable.auto.offset.store": False,
+                "fetch.message.max.bytes": MAX_MESSAGE_BYTES,
+                "max.partition.fetch.bytes": MAX_MESSAGE_BYTES,
+                "session.timeout.ms": 10_000,
+            }
+        )
+        conf.update(config)
+        self._consumer = Consumer(conf)
+        self._consumer.subscribe([transport.topic], on_assign=self._on_assign)
+        self._pending: Any = None
+        self.dedupe = dedupe
+        self._seen: OrderedDict[int, None] = OrderedDict()
+        self._window = dedupe_window
+        self.duplicates = 0
+        self.errors: list[str] = []
+
+    def _on_assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        kind = self.start.kind
+        if kind == "earliest":
+            for p in partitions:
+                p.offset = OFFSET_BEGINNING
+        elif kind == "offset":
+            for p in partitions:
+                p.offset = self.start.value
+        elif kind == "time":
+            wanted = [
+                KafkaTopicPartition(p.topic, p.partition, self.start.value // 1_000_000)
+                for p in partitions
+            ]
+            found = consumer.offsets_for_times(wanted, timeout=10)
+            by_partition = {f.partition: f.offset for f in found}
+            for p in partitions:
+                # -1 (no message at or after that time) means: start at the end.
+                p.offset = by_partition.get(p.partition, -1)
+        consumer.assign(partitions)
+
+    def poll(self, timeout: float = 1.0) -> Received | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._pending is not None:
+                self._consumer.store_offsets(message=self._pending)
+                self._pending = None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            msg = self._consumer.poll(remaining)
+            if msg is None:
+                return None
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                self.errors.append(str(msg.error()))
+                log.warning("Kafka consumer error on %s: %s", self.transport.topic, msg.error())
+                continue
+            self._pending = msg
+            received = self._to_received(msg)
+            alert_id = received.envelope.alert_id
+            if self.dedupe and alert_id >= 0:
+                if alert_id in self._seen:
+                    self.duplicates += 1
+                    continue
+                self._seen[alert_id] = None
+                if len(self._seen) > self._window:
+                    self._seen.popitem(last=False)
+            return received
+
+    def _to_received(self, msg: Any) -> Received:
+        now = time.time_ns()
+        headers = {k: v for k, v in (msg.headers() or [])}
+        key_id = -1
+        with contextlib.suppress(ValueError):
+            key_id = int(msg.key() or b"-1")
+        envelope = Envelope(
+            payload=msg.value() or b"",
+            content_type=(headers.get(HEADER_CONTENT_TYPE) or b"").decode("utf-8", "replace"),
+            alert_id=_header(headers, HEADER_ALERT_ID, key_id),
+            t_shutter_ns=_header(headers, HEADER_T_SHUTTER),
+            t_intended_ns=_header(headers, HEADER_T_INTENDED),
+            t_sent_ns=_header(headers, HEADER_T_SENT),
+            sequence=_header(headers, HEADER_SEQUENCE),
+        )
+        return Received(
+            envelope=envelope,
+            t_received_ns=now,
+            origin=f"{msg.topic()}/{msg.partition()}@{msg.offset()}",
+            position=(msg.partition(), msg.offset()),
+        )
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._consumer.store_offsets(message=self._pending)
+            self._pending = None
+        with contextlib.suppress(RuntimeError):  # already closed
+            self._consumer.close()
