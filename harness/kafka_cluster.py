@@ -35,6 +35,7 @@ from refimpl.errors import AlertbenchError
 KAFKA_VERSION = "4.1.1"
 POM = Path(__file__).with_name("kafka") / "pom.xml"
 ADMIN_USER = "admin"
+PRODUCER_USER = "alert-producer"
 
 
 class KafkaLauncherError(AlertbenchError):
@@ -153,6 +154,8 @@ class KafkaCluster:
         brokers: int = 1,
         *,
         auth: bool = False,
+        alert_topic: str = "alerts",
+        readers: tuple[str, ...] = ("broker-a", "broker-b"),
         workdir: Path | None = None,
         heap: str = "512m",
         partitions: int = 1,
@@ -170,7 +173,12 @@ class KafkaCluster:
         self.nodes: list[Node] = []
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self._killed: set[int] = set()
-        self.users: dict[str, str] = {ADMIN_USER: uuid.uuid4().hex} if auth else {}
+        self.alert_topic = alert_topic
+        self.readers = readers
+        self.users: dict[str, str] = {}
+        if auth:
+            for user in (ADMIN_USER, PRODUCER_USER, *readers):
+                self.users[user] = uuid.uuid4().hex
         self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
     # -- configuration ----------------------------------------------------------------------
@@ -303,7 +311,76 @@ class KafkaCluster:
         for node in self.nodes:
             self._launch(lib, node)
         self.wait_ready(timeout)
+        if self.auth:
+            self._provision_access()
         return self
+
+    def _provision_access(self) -> None:
+        """Rubin's access model: one writer of the alert topic; readers in their own groups.
+
+        The producer account may write (and describe) the alert topic and nothing else. Each
+        reader account may read the topic, and only in consumer groups whose names start with its
+        own user name (a PREFIXED group ACL), so one broker cannot consume from, or reset the
+        offsets of, another broker's group.
+        """
+        from confluent_kafka.admin import (
+            AclBinding,
+            AclOperation,
+            AclPermissionType,
+            AdminClient,
+            NewTopic,
+            ResourcePatternType,
+            ResourceType,
+            ScramCredentialInfo,
+            ScramMechanism,
+            UserScramCredentialUpsertion,
+        )
+
+        admin = AdminClient(self.admin_config())
+        upserts = [
+            UserScramCredentialUpsertion(
+                user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), password.encode()
+            )
+            for user, password in self.users.items()
+            if user != ADMIN_USER
+        ]
+        for future in admin.alter_user_scram_credentials(upserts).values():
+            future.result(30)
+        topic = NewTopic(
+            self.alert_topic,
+            num_partitions=max(self.partitions, 3),
+            replication_factor=self.replication_factor,
+        )
+        admin.create_topics([topic])[self.alert_topic].result(30)
+
+        def allow(principal: str, rtype, name: str, pattern, op) -> AclBinding:
+            return AclBinding(
+                rtype, name, pattern, f"User:{principal}", "*", op, AclPermissionType.ALLOW
+            )
+
+        topic_t, group_t = ResourceType.TOPIC, ResourceType.GROUP
+        literal, prefixed = ResourcePatternType.LITERAL, ResourcePatternType.PREFIXED
+        acls = [
+            allow(PRODUCER_USER, topic_t, self.alert_topic, literal, AclOperation.WRITE),
+            allow(PRODUCER_USER, topic_t, self.alert_topic, literal, AclOperation.DESCRIBE),
+        ]
+        for reader in self.readers:
+            acls += [
+                allow(reader, topic_t, self.alert_topic, literal, AclOperation.READ),
+                allow(reader, topic_t, self.alert_topic, literal, AclOperation.DESCRIBE),
+                allow(reader, group_t, reader, prefixed, AclOperation.READ),
+            ]
+        for future in admin.create_acls(acls).values():
+            future.result(30)
+        # Wait until the credentials have reached every broker (metadata propagates).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            conf = {"bootstrap.servers": self.bootstrap_servers}
+            conf.update(client_auth(PRODUCER_USER, self.users[PRODUCER_USER]))
+            if probe(self.bootstrap_servers, timeout=3, **conf) >= self.n:
+                return
+            time.sleep(0.5)
+        raise KafkaLauncherError("SCRAM users were created but cannot log in")
 
     def _launch(self, lib: Path, node: Node) -> None:
         props = Path(node.workdir) / "server.properties"
@@ -386,6 +463,11 @@ class KafkaCluster:
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def detach(self) -> None:
+        """Leave the nodes running after this process exits (``alertbench kafka start``)."""
+        self.procs.clear()
+        self._own_workdir = False
+
     def state(self) -> ClusterState:
         return ClusterState(
             bootstrap_servers=self.bootstrap_servers,
@@ -410,3 +492,44 @@ def client_auth(user: str, password: str) -> dict[str, str]:
         "sasl.username": user,
         "sasl.password": password,
     }
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_state(state: ClusterState, grace: float = 30.0) -> None:
+    """Stop the nodes of a cluster started earlier by ``alertbench kafka start``."""
+    for node in state.nodes:
+        if pid_alive(node.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for node in state.nodes:
+        while pid_alive(node.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if pid_alive(node.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGKILL)
+    shutil.rmtree(state.workdir, ignore_errors=True)
+
+
+def probe(bootstrap_servers: str, timeout: float = 5.0, **config: str) -> int:
+    """How many brokers of an existing cluster answer a metadata request (0 if none)."""
+    from confluent_kafka.admin import AdminClient
+
+    quiet = logging.getLogger("alertbench.kafka.probe")
+    quiet.setLevel(logging.CRITICAL)
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": quiet, **config})
+    try:
+        return len(admin.list_topics(timeout=timeout).brokers)
+    except Exception:
+        return 0

@@ -48,6 +48,14 @@ HEADER_T_INTENDED = "t-intended-ns"
 HEADER_T_SENT = "t-sent-ns"
 HEADER_SEQUENCE = "sequence"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+ACCESS_ERRORS = {
+    KafkaError._AUTHENTICATION,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+}
+"""Errors that retrying cannot fix: raised to the caller as TransportError, not logged and lost."""
 
 
 class KafkaTransport:
@@ -87,9 +95,33 @@ class KafkaTransport:
         self.user = user or query.get("user")
         self.password = password or query.get("password")
         self.extra = extra
+        self.client_errors: list[KafkaError] = []
+
+    def _on_error(self, error: KafkaError) -> None:
+        self.client_errors.append(error)
+        log.warning("Kafka client error: %s", error)
+
+    def raise_access_error(self) -> None:
+        """Raise TransportError if the cluster refused our credentials or permissions."""
+        for error in self.client_errors:
+            if error.code() in ACCESS_ERRORS:
+                who = f"user {self.user!r}" if self.user else "a client without credentials"
+                raise TransportError(f"Kafka refused {who}: {error.str()}")
+        if self.client_errors and all(
+            e.code() == KafkaError._ALL_BROKERS_DOWN for e in self.client_errors[-3:]
+        ):
+            hint = "" if self.user else " (does the cluster require SASL credentials?)"
+            raise TransportError(
+                f"no Kafka broker at {self.bootstrap_servers} accepts us{hint}: "
+                f"{self.client_errors[-1].str()}"
+            )
 
     def client_config(self) -> dict[str, Any]:
-        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, "logger": log}
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "logger": log,
+            "error_cb": self._on_error,
+        }
         if self.user:
             conf.update(
                 {
@@ -186,11 +218,25 @@ class KafkaPublisher:
                 self._producer.poll(0.05)
             except KafkaException as exc:
                 raise TransportError(f"Kafka refused alert {envelope.alert_id}: {exc}") from exc
+        self.transport.raise_access_error()
         self.published += 1
         self._producer.poll(0)
 
     def flush(self, timeout: float = 30.0) -> int:
-        return int(self._producer.flush(timeout))
+        """Wait for acknowledgements; raises TransportError if access was refused."""
+        deadline = time.monotonic() + timeout
+        left = len(self._producer)
+        while left and time.monotonic() < deadline:
+            try:
+                left = self._producer.flush(min(0.5, max(0.0, deadline - time.monotonic())))
+            except (KafkaException, KafkaError) as exc:  # fatal producer errors surface here
+                error = exc.args[0] if isinstance(exc, KafkaException) else exc
+                raise TransportError(f"Kafka producer failed: {error.str()}") from None
+            self.transport.raise_access_error()
+        for alert_id, reason in self.failed:
+            if "authorization" in reason.lower():
+                raise TransportError(f"Kafka refused alert {alert_id}: {reason}")
+        return int(left)
 
     def close(self) -> None:
         self.flush(10.0)
@@ -270,12 +316,18 @@ class KafkaSubscriber:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            msg = self._consumer.poll(remaining)
+            msg = self._consumer.poll(min(remaining, 0.5))
+            self.transport.raise_access_error()
             if msg is None:
-                return None
+                continue
             if msg.error():
                 if msg.error().code() == KafkaError._PARTITION_EOF:
                     continue
+                if msg.error().code() in ACCESS_ERRORS:
+                    raise TransportError(
+                        f"Kafka refused subscriber (group {self.group!r}) on "
+                        f"{self.transport.topic!r}: {msg.error().str()}"
+                    )
                 self.errors.append(str(msg.error()))
                 log.warning("Kafka consumer error on %s: %s", self.transport.topic, msg.error())
                 continue
