@@ -13,10 +13,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Main job: simulate one Rubin visit and report what its alerts are made of.
+# Main job: start a local Kafka, push one 10,000-alert visit through it per compression codec,
+# write out/kafka-visit/results.json and a ranked report.md; then the alert size report.
 run: $(STAMP)
-	$(BIN)/alertbench simulate --visits 1 --sigma 0 -o out/visit-0.avro
-	$(BIN)/alertbench inspect out/visit-0.avro
+	$(BIN)/alertbench kafka-visit --alerts 10000 -o out/kafka-visit
+	$(BIN)/alertbench sizes --visits 5 --per-visit 100
 
 # Test suite (what CI runs): lint, then every test.
 test: $(STAMP)
