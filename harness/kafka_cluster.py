@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from refimpl.errors import AlertbenchError
+from refimpl.paths import cache_dir
 
 KAFKA_VERSION = "4.1.1"
 POM = Path(__file__).with_name("kafka") / "pom.xml"
@@ -40,14 +41,6 @@ PRODUCER_USER = "alert-producer"
 
 class KafkaLauncherError(AlertbenchError):
     """Kafka could not be fetched, formatted, started or reached."""
-
-
-def cache_dir() -> Path:
-    """Where the jars live: $ALERTBENCH_CACHE or .cache/ in the checkout (git-ignored)."""
-    root = os.environ.get("ALERTBENCH_CACHE")
-    if root:
-        return Path(root)
-    return Path(__file__).resolve().parent.parent / ".cache"
 
 
 def _require(tool: str) -> str:
@@ -294,7 +287,8 @@ class KafkaCluster:
             Path(node.workdir).mkdir(parents=True, exist_ok=True)
             props = Path(node.workdir) / "server.properties"
             props.write_text(self._properties(node))
-            fmt = ["format", "-t", self.cluster_id, "-c", str(props)]
+            # "--cluster-id=ID", not "-t ID": a base64 id may start with "-" and read as a flag.
+            fmt = ["format", f"--cluster-id={self.cluster_id}", "-c", str(props)]
             if self.auth:
                 admin = self.users[ADMIN_USER]
                 fmt += ["--add-scram", f"SCRAM-SHA-512=[name={ADMIN_USER},password={admin}]"]
