@@ -7,7 +7,6 @@ the harness call, so what the CLI prints is what the code measures.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
@@ -25,7 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from refimpl.avro_codec import read_ocf, write_ocf
+from refimpl.avro_codec import write_ocf
 from refimpl.errors import AlertbenchError
 from refimpl.schema import available_versions, latest_version
 from refimpl.serializer import SERIALIZERS, Alert, get_serializer
@@ -109,27 +108,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _detect_format(data: bytes) -> str:
-    if data[:4] == b"Obj\x01":
-        return "avro-ocf"
-    if data[:1] == b"\x00":
-        return "avro"
-    return "unknown"
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
-    data = args.file.read_bytes()
-    kind = _detect_format(data)
-    serializer = get_serializer("avro")
-    if kind == "avro-ocf":
-        writer_schema, alerts = read_ocf(io.BytesIO(data))
-        schema_name = writer_schema.get("name", "?")
-    elif kind == "avro":
-        alerts = iter([serializer.loads(data)])
-        schema_name = serializer.schema.namespace
-    else:
-        raise AlertbenchError(f"{args.file}: not an Avro container file or a framed Avro alert")
-    report = SizeReport(serializer="avro")
+    from harness.alertfiles import read_alert_file
+
+    data_size = args.file.stat().st_size
+    container, codec_name, alerts = read_alert_file(args.file)
+    serializer = get_serializer(codec_name if codec_name != "none" else "avro")
+    report = SizeReport(serializer=serializer.name)
     first: Alert | None = None
     with _progress() as progress:
         task = progress.add_task("reading", total=None)
@@ -138,12 +123,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             report.add(alert, serializer)
             progress.advance(task)
     count = len(report.total)
-    result = {
+    schema_name = serializer_schema_name(serializer)
+    result: dict = {
         "file": str(args.file),
-        "format": kind,
+        "format": container,
+        "serialization": serializer.name,
+        "content_type": serializer.content_type,
         "schema": schema_name,
         "alerts": count,
-        "file_bytes": len(data),
+        "file_bytes": data_size,
         "sizes": report.summary(),
     }
     if first is not None:
@@ -152,22 +140,51 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "cutout_side_px": cutout_side(first.get("cutoutDifference")),
         }
     if args.json:
-        out.print_json(json.dumps(result))
+        out.print_json(json.dumps(result, default=str))
         return 0
     out.print(
-        f"[bold]{args.file}[/bold]: {kind}, schema {schema_name}, {count:,} alerts, "
-        f"{len(data) / 1e6:,.1f} MB"
+        f"[bold]{args.file}[/bold]: {container}, {serializer.name} ({serializer.content_type}), "
+        f"schema {schema_name}, {count:,} alerts, {data_size / 1e6:,.1f} MB"
     )
     if first is not None:
         out.print(
             f"first alert: diaSourceId {result['first_alert']['diaSourceId']}, "
             f"cutouts {result['first_alert']['cutout_side_px']} px square"
         )
+    out.print(size_table(report, f"Sizes per alert as {serializer.name}"))
+    return 0
+
+
+def serializer_schema_name(serializer: object) -> str:
+    schema = getattr(serializer, "schema", None) or getattr(serializer, "alert_schema", None)
+    return f"{schema.namespace}.alert" if schema is not None else "?"
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from harness.alertfiles import read_alert_file, write_alert_file
+
+    container, codec_name, alerts = read_alert_file(args.input)
+    with _progress() as progress:
+        task = progress.add_task(f"{codec_name} -> {args.to}", total=None)
+
+        def counted() -> Iterator[Alert]:
+            for alert in alerts:
+                yield alert
+                progress.advance(task)
+
+        count = write_alert_file(args.output, counted(), args.to)
     out.print(
-        size_table(
-            report, f"Sizes per alert, Avro (Confluent framing, engine: {serializer.engine})"
-        )
+        f"converted {count:,} alerts from {args.input} ({container}, {codec_name}) to "
+        f"{args.output} ({args.to}, {args.output.stat().st_size / 1e6:,.1f} MB)"
     )
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from refimpl.generated_docs import write_all
+
+    for path in write_all(check=args.check):
+        out.print(f"{'up to date' if args.check else 'wrote'}: {path}")
     return 0
 
 
@@ -239,11 +256,33 @@ def build_parser() -> argparse.ArgumentParser:
     ins = sub.add_parser(
         "inspect",
         help="summarise an alert file: counts, sizes, schema version, cutout shape",
-        description="Summarise an Avro container file of alerts or one framed Avro alert.",
+        description="Summarise an alert file in any serialization: an Avro container file, a "
+        "frames file written by 'convert', or a single message (Avro, Protobuf, VOEvent XML, "
+        "VOEvent 3).",
     )
     ins.add_argument("file", type=Path)
     ins.add_argument("--json", action="store_true", help="print machine-readable JSON")
     ins.set_defaults(func=cmd_inspect)
+
+    con = sub.add_parser(
+        "convert",
+        help="convert an alert file to avro, protobuf, voevent or voevent3",
+        description="Read alerts in any serialization and write them in another: avro as an "
+        "Avro container file, the others as a frames file (length-prefixed messages).",
+    )
+    con.add_argument("--to", required=True, choices=sorted(SERIALIZERS))
+    con.add_argument("input", type=Path)
+    con.add_argument("output", type=Path)
+    con.set_defaults(func=cmd_convert)
+
+    gen = sub.add_parser(
+        "generate",
+        help="regenerate the documents derived from the schema (.proto, VOEvent mapping, ...)",
+        description="Write proto/*.proto, schemas/voevent-mapping.md and the VOEvent 3 Avro "
+        "schema from the Rubin alert schema. --check only verifies they are up to date.",
+    )
+    gen.add_argument("--check", action="store_true", help="fail if a file would change")
+    gen.set_defaults(func=cmd_generate)
 
     siz = sub.add_parser(
         "sizes",

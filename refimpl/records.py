@@ -38,6 +38,30 @@ def _kind(avro_type: Any) -> str:
     return "union"
 
 
+@dataclass(frozen=True)
+class FieldSpec:
+    """One Avro record field reduced to what codecs need: name, kind, nullability, inner type."""
+
+    name: str
+    kind: str  # int long float double boolean string bytes record array ...
+    nullable: bool
+    inner: Any
+    doc: str = ""
+
+    @property
+    def item(self) -> Any:
+        """The item type of an array field."""
+        return self.inner["items"]
+
+
+def field_specs(record_schema: dict[str, Any]) -> list[FieldSpec]:
+    out = []
+    for spec in record_schema["fields"]:
+        inner, nullable = _strip_null(spec["type"])
+        out.append(FieldSpec(spec["name"], _kind(inner), nullable, inner, spec.get("doc", "")))
+    return out
+
+
 _EMPTY = {"array": list, "map": dict}
 
 

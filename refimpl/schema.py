@@ -52,6 +52,8 @@ class AlertSchema:
     minor: int
     schema_id: int
     definition: dict[str, Any] = field(repr=False)
+    resolved: dict[str, Any] = field(repr=False)
+    """The definition with every named-type reference replaced by the type itself."""
     parsed: Any = field(repr=False)
     lsst: Any = field(repr=False)
 
@@ -69,6 +71,46 @@ class AlertSchema:
     def validate(self, alert: dict[str, Any]) -> None:
         """Raise fastavro's ValidationError naming every offending field if ``alert`` is invalid."""
         fastavro.validation.validate(alert, self.parsed, raise_errors=True, strict=True)
+
+
+def resolve_names(definition: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``definition`` in which references to named types are the types themselves.
+
+    Avro lets a record type be written out once and referred to by name afterwards (Rubin's
+    schema does this for ``diaSource`` inside ``prvDiaSources``); codecs that walk the schema
+    want the structure, not the name.
+    """
+    names: dict[str, Any] = {}
+    primitives = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
+
+    def walk(node: Any, namespace: str) -> Any:
+        if isinstance(node, str):
+            if node in primitives:
+                return node
+            full = node if "." in node else f"{namespace}.{node}"
+            return names.get(full, names.get(node, node))
+        if isinstance(node, list):
+            return [walk(n, namespace) for n in node]
+        if not isinstance(node, dict):
+            return node
+        kind = node.get("type")
+        if kind in ("record", "enum", "fixed"):
+            ns = node.get("namespace", namespace)
+            full = node["name"] if "." in node["name"] else f"{ns}.{node['name']}"
+            out = dict(node)
+            names[full] = out
+            if kind == "record":
+                out["fields"] = [dict(f, type=walk(f["type"], ns)) for f in node["fields"]]
+            return out
+        if kind == "array":
+            return dict(node, items=walk(node["items"], namespace))
+        if kind == "map":
+            return dict(node, values=walk(node["values"], namespace))
+        if isinstance(kind, (dict, list)):
+            return dict(node, type=walk(kind, namespace))
+        return node
+
+    return walk(definition, definition.get("namespace", ""))
 
 
 def _find_record(node: Any, name: str) -> dict[str, Any] | None:
@@ -113,6 +155,7 @@ def load_schema(version: str | None = None) -> AlertSchema:
         minor=minor,
         schema_id=schema_id_for(major, minor),
         definition=definition,
+        resolved=resolve_names(definition),
         parsed=parsed,
         lsst=lsst_schema,
     )

@@ -31,11 +31,17 @@ class Serializer(Protocol):
 
 SERIALIZERS: dict[str, str] = {
     "avro": "refimpl.avro_codec:AvroSerializer",
+    "protobuf": "refimpl.protobuf_codec:ProtobufSerializer",
+    "voevent": "refimpl.voevent_codec:VoeventSerializer",
+    "voevent3": "refimpl.voevent3:Voevent3Serializer",
 }
 
 
 CONTENT_TYPES: dict[str, str] = {
     "application/vnd.rubin.alert+avro": "avro",
+    "application/vnd.rubin.alert+protobuf": "protobuf",
+    "application/x-voevent+xml": "voevent",
+    "application/vnd.ivoa.voevent3+avro": "voevent3",
 }
 """Media type (without parameters) -> serializer name, for consumers that read the header."""
 

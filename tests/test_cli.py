@@ -62,7 +62,7 @@ def test_inspect_rejects_a_file_that_is_not_alerts(tmp_path, capsys) -> None:
     path = tmp_path / "junk.txt"
     path.write_text("hello")
     assert main(["inspect", str(path)]) == 2
-    assert "not an Avro container file" in capsys.readouterr().err
+    assert "not an alert message" in capsys.readouterr().err
 
 
 def test_sizes_reports_the_distribution(capsys) -> None:
@@ -70,3 +70,37 @@ def test_sizes_reports_the_distribution(capsys) -> None:
     report = json.loads(capsys.readouterr().out)
     assert report["alerts"] == 5
     assert set(report["sizes"]["encoded alert (bytes)"]) == {"mean", "p50", "p90", "p99", "max"}
+
+
+def test_convert_to_every_format_and_inspect_each(tmp_path, capsys) -> None:
+    source = tmp_path / "visit.avro"
+    assert (
+        main(
+            [
+                "simulate",
+                "--limit",
+                "4",
+                "--alerts-per-visit",
+                "20",
+                "--sigma",
+                "0",
+                "-o",
+                str(source),
+            ]
+        )
+        == 0
+    )
+    for name in ("protobuf", "voevent", "voevent3", "avro"):
+        target = tmp_path / f"visit.{name}"
+        assert main(["convert", "--to", name, str(source), str(target)]) == 0
+        capsys.readouterr()
+        assert main(["inspect", str(target), "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["serialization"] == name
+        assert report["alerts"] == 4
+        assert report["schema"] == "lsst.v11_1.alert"
+
+
+def test_generate_check_passes_on_a_clean_checkout(capsys) -> None:
+    assert main(["generate", "--check"]) == 0
+    assert "up to date" in capsys.readouterr().out
