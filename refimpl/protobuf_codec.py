@@ -12,9 +12,6 @@ schema version before parsing, and Rubin Avro ids (< 1,000,000) are never reused
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,6 +21,7 @@ from google.protobuf.message import DecodeError as ProtoDecodeError
 from refimpl.avro_codec import frame, unframe
 from refimpl.errors import DecodeError, EncodeError, FramingError
 from refimpl.paths import PROTO_DIR, cache_dir
+from refimpl.protoc import build
 from refimpl.protogen import (
     PACKET_END_VALUE,
     generate_proto,
@@ -62,27 +60,7 @@ def proto_path(schema: AlertSchema) -> Path:
 
 def load_module(schema: AlertSchema) -> ModuleType:
     """The protoc-generated Python module for ``schema``, built once per .proto content."""
-    source = proto_path(schema)
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
-    out = cache_dir() / f"proto-py-{digest}"
-    module_name = source.stem + "_pb2"
-    target = out / f"{module_name}.py"
-    if not target.exists():
-        from grpc_tools import protoc  # build-time tool, imported only when building
-
-        out.mkdir(parents=True, exist_ok=True)
-        code = protoc.main(["protoc", f"-I{source.parent}", f"--python_out={out}", str(source)])
-        if code != 0 or not target.exists():
-            raise RuntimeError(f"protoc failed ({code}) building {source}")
-    qualified = f"alertbench_generated.{module_name}_{digest}"
-    if qualified in sys.modules:
-        return sys.modules[qualified]
-    spec = importlib.util.spec_from_file_location(qualified, target)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[qualified] = module
-    spec.loader.exec_module(module)
-    return module
+    return build(proto_path(schema))[0]
 
 
 def _is_timestamp(inner: Any) -> bool:

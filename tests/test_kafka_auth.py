@@ -71,8 +71,9 @@ def test_a_reader_cannot_write(secured, alerts) -> None:
 
 
 def test_a_reader_cannot_use_another_users_group_prefix(secured) -> None:
-    sub = _transport(secured, "broker-a").open_subscriber(Start.earliest(), group="broker-b-steal")
     with pytest.raises(TransportError, match=r"(?i)group authorization"):
+        sub = _transport(secured, "broker-a").open_subscriber(
+            Start.earliest(), group="broker-b-steal"
+        )
         for _ in range(30):
             sub.poll(1.0)
-    sub.close()

@@ -130,6 +130,10 @@ class Transport(Protocol):
 
 TRANSPORTS: dict[str, str] = {
     "kafka": "transports.kafka:KafkaTransport",
+    "grpc": "transports.grpc:GrpcTransport",
+    "grpcs": "transports.grpc:GrpcTransport",
+    "zmq+tcp": "transports.zmq:ZmqTransport",
+    "tcp": "transports.tcp:TcpTransport",
 }
 
 

@@ -58,6 +58,23 @@ ACCESS_ERRORS = {
 """Errors that retrying cannot fix: raised to the caller as TransportError, not logged and lost."""
 
 
+class _LibrdkafkaLog:
+    """Forwards librdkafka's log lines to Python logging and keeps the fatal ones.
+
+    confluent-kafka can lose the exception of a fatal error inside ``flush()`` (a SystemError),
+    but librdkafka always logs it: this keeps the reason so the caller still gets it.
+    """
+
+    def __init__(self) -> None:
+        self.fatal: list[str] = []
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        message = fmt % args if args else fmt
+        if "FATAL" in message or "Fatal error" in message:
+            self.fatal.append(message)
+        log.log(level, "%s", message)
+
+
 class KafkaTransport:
     """A Kafka topic as an alert stream."""
 
@@ -96,6 +113,7 @@ class KafkaTransport:
         self.password = password or query.get("password")
         self.extra = extra
         self.client_errors: list[KafkaError] = []
+        self.librdkafka_log = _LibrdkafkaLog()
 
     def _on_error(self, error: KafkaError) -> None:
         self.client_errors.append(error)
@@ -104,7 +122,9 @@ class KafkaTransport:
     def raise_access_error(self) -> None:
         """Raise TransportError if the cluster refused our credentials or permissions."""
         for error in self.client_errors:
-            if error.code() in ACCESS_ERRORS:
+            if error.code() in ACCESS_ERRORS or (
+                error.fatal() and "authoriz" in error.str().lower()
+            ):
                 who = f"user {self.user!r}" if self.user else "a client without credentials"
                 raise TransportError(f"Kafka refused {who}: {error.str()}")
         if self.client_errors and all(
@@ -119,7 +139,7 @@ class KafkaTransport:
     def client_config(self) -> dict[str, Any]:
         conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
-            "logger": log,
+            "logger": self.librdkafka_log,
             "error_cb": self._on_error,
         }
         if self.user:
@@ -232,6 +252,13 @@ class KafkaPublisher:
             except (KafkaException, KafkaError) as exc:  # fatal producer errors surface here
                 error = exc.args[0] if isinstance(exc, KafkaException) else exc
                 raise TransportError(f"Kafka producer failed: {error.str()}") from None
+            except SystemError:
+                # confluent-kafka sometimes loses the exception of a fatal error in flush();
+                # the error callback records it, possibly a moment later.
+                self.transport.raise_access_error()
+                fatal = self.transport.librdkafka_log.fatal
+                reason = fatal[-1] if fatal else "no reason given"
+                raise TransportError(f"Kafka producer failed: {reason}") from None
             self.transport.raise_access_error()
         for alert_id, reason in self.failed:
             if "authorization" in reason.lower():
@@ -260,6 +287,7 @@ class KafkaSubscriber:
         group: str | None = None,
         dedupe: bool = True,
         dedupe_window: int = 1_000_000,
+        assign_timeout: float = 20.0,
         **config: Any,
     ) -> None:
         self.transport = transport
@@ -279,8 +307,19 @@ class KafkaSubscriber:
         )
         conf.update(config)
         self._consumer = Consumer(conf)
+        self._assigned = False
+        self._early: list[Any] = []
         self._consumer.subscribe([transport.topic], on_assign=self._on_assign)
         self._pending: Any = None
+        # Return only once the group has given us partitions, so that "latest" means "what is
+        # published after open_subscriber() returns" (messages polled meanwhile are kept).
+        deadline = time.monotonic() + assign_timeout
+        while not self._assigned and time.monotonic() < deadline:
+            msg = self._consumer.poll(0.1)
+            if msg is not None:
+                self._raise_if_refused(msg)
+                self._early.append(msg)
+            transport.raise_access_error()
         self.dedupe = dedupe
         self._seen: OrderedDict[int, None] = OrderedDict()
         self._window = dedupe_window
@@ -289,7 +328,16 @@ class KafkaSubscriber:
 
     def _on_assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         kind = self.start.kind
-        if kind == "earliest":
+        if kind == "latest":
+            # The group's committed position, else the end of the partition *now* (resolved
+            # here, not lazily at the first fetch, so nothing published after this is skipped).
+            committed = {c.partition: c.offset for c in consumer.committed(partitions, timeout=10)}
+            for p in partitions:
+                if committed.get(p.partition, -1) >= 0:
+                    p.offset = committed[p.partition]
+                else:
+                    p.offset = consumer.get_watermark_offsets(p, timeout=10)[1]
+        elif kind == "earliest":
             for p in partitions:
                 p.offset = OFFSET_BEGINNING
         elif kind == "offset":
@@ -306,6 +354,7 @@ class KafkaSubscriber:
                 # -1 (no message at or after that time) means: start at the end.
                 p.offset = by_partition.get(p.partition, -1)
         consumer.assign(partitions)
+        self._assigned = True
 
     def poll(self, timeout: float = 1.0) -> Received | None:
         deadline = time.monotonic() + timeout
@@ -316,18 +365,17 @@ class KafkaSubscriber:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            msg = self._consumer.poll(min(remaining, 0.5))
-            self.transport.raise_access_error()
+            if self._early:
+                msg = self._early.pop(0)
+            else:
+                msg = self._consumer.poll(min(remaining, 0.5))
+                self.transport.raise_access_error()
             if msg is None:
                 continue
             if msg.error():
                 if msg.error().code() == KafkaError._PARTITION_EOF:
                     continue
-                if msg.error().code() in ACCESS_ERRORS:
-                    raise TransportError(
-                        f"Kafka refused subscriber (group {self.group!r}) on "
-                        f"{self.transport.topic!r}: {msg.error().str()}"
-                    )
+                self._raise_if_refused(msg)
                 self.errors.append(str(msg.error()))
                 log.warning("Kafka consumer error on %s: %s", self.transport.topic, msg.error())
                 continue
@@ -342,6 +390,16 @@ class KafkaSubscriber:
                 if len(self._seen) > self._window:
                     self._seen.popitem(last=False)
             return received
+
+    def _raise_if_refused(self, msg: Any) -> None:
+        error = msg.error()
+        if error is not None and error.code() in ACCESS_ERRORS:
+            with contextlib.suppress(RuntimeError):
+                self._consumer.close()
+            raise TransportError(
+                f"Kafka refused subscriber (group {self.group!r}) on "
+                f"{self.transport.topic!r}: {error.str()}"
+            )
 
     def _to_received(self, msg: Any) -> Received:
         now = time.time_ns()

@@ -1,0 +1,166 @@
+"""Bad peers: garbage, oversized frames, mid-frame disconnects. The transport says what was wrong,
+drops that peer, and keeps serving everyone else; accepted alerts are not lost."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import grpc
+import pytest
+import zmq
+
+from harness.kafka_cluster import free_port
+from transports.base import Envelope, Start, drain, get_transport
+from transports.framing import encode_frame
+from transports.grpc import AlertStreamServer, pb, pb_grpc
+
+
+def _env(i: int, size: int = 1000) -> Envelope:
+    return Envelope(
+        payload=bytes([i % 256]) * size,
+        content_type="application/octet-stream",
+        alert_id=i,
+        sequence=i,
+    )
+
+
+def _garbage_peer(port: int, data: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        time.sleep(0.2)
+
+
+# -- TCP ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (struct.pack(">I", 64 * 1024 * 1024) + b"x" * 100, "exceeds the"),
+        (struct.pack(">I", 10) + b"0123456789", "too short to hold an envelope"),
+        (struct.pack(">I", 5000) + b"only part of it", "mid-frame"),
+    ],
+    ids=["oversized-length", "garbage", "disconnect-mid-frame"],
+)
+def test_tcp_subscriber_drops_a_bad_publisher_and_reconnects(bad, reason) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    transport = get_transport(f"tcp://127.0.0.1:{port}?max_frame=1000000")
+    sub = transport.open_subscriber()
+    conn, _ = server.accept()
+    conn.sendall(bad)
+    conn.close()  # the bad peer goes away; the subscriber reconnects
+    conn, _ = server.accept()
+    conn.sendall(b"".join(encode_frame(_env(7), time.time_ns())))
+    got = sub.poll(5)
+    sub.close()
+    conn.close()
+    server.close()
+    assert got is not None and got.envelope.alert_id == 7
+    assert any(reason in e for e in sub.errors), sub.errors
+
+
+def test_tcp_publisher_drops_a_peer_that_sends_and_keeps_serving() -> None:
+    transport = get_transport(f"tcp://127.0.0.1:{free_port()}")
+    pub = transport.open_publisher()
+    good = transport.open_subscriber()
+    pub.wait_for_subscribers(1)
+    _garbage_peer(pub.address[1], b"GET / HTTP/1.1\r\n\r\n")
+    deadline = time.monotonic() + 5
+    while not any("unexpected bytes" in d for d in pub.dropped) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for i in range(20):
+        pub.publish(_env(i))
+    got = [r.envelope.alert_id for r in drain(good, 20, timeout=5)]
+    pub.close()
+    good.close()
+    assert any("sent 18 unexpected bytes" in d for d in pub.dropped), pub.dropped
+    assert got == list(range(20))
+
+
+# -- gRPC -----------------------------------------------------------------------------------------
+
+
+def test_grpc_server_survives_garbage_and_refuses_oversized_messages() -> None:
+    with AlertStreamServer(window=1000, max_message=64 * 1024) as server:
+        transport = get_transport(server.url, max_message=64 * 1024)
+        pub = transport.open_publisher()
+        for i in range(5):
+            pub.publish(_env(i))
+        assert pub.flush(10) == 0
+        _garbage_peer(server.port, b"\x00" * 64 + b"not HTTP/2 at all")
+
+        # An oversized message: the server refuses that call, with the reason.
+        channel = grpc.insecure_channel(
+            f"127.0.0.1:{server.port}", options=[("grpc.max_send_message_length", 10**7)]
+        )
+        stub = pb_grpc.AlertStreamStub(channel)
+        big = pb.Envelope(payload=b"x" * (200 * 1024), content_type="x", alert_id=99)
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.Publish(iter([big])))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        channel.close()
+
+        # Everything accepted before is still there, and the server still serves.
+        sub = transport.open_subscriber(Start.earliest())
+        got = [r.envelope.alert_id for r in drain(sub, 5, timeout=5)]
+        sub.close()
+        pub.close()
+    assert got == [0, 1, 2, 3, 4]
+
+
+def test_grpc_slow_subscriber_is_disconnected_not_buffered() -> None:
+    with AlertStreamServer(window=50) as server:
+        transport = get_transport(server.url)
+        slow = transport.open_subscriber(Start.earliest(), buffer=1, reconnect=False)
+        pub = transport.open_publisher()
+        for i in range(400):  # far more than the window while the subscriber reads nothing
+            pub.publish(_env(i, 20_000))
+        assert pub.flush(20) == 0
+        deadline = time.monotonic() + 20
+        while not slow.errors and time.monotonic() < deadline:
+            slow.poll(0.05)
+        slow.close()
+        pub.close()
+        assert len(server.window.items) <= 50  # memory stayed bounded by the window
+    assert any("DATA_LOSS" in e and "fell behind the retention window" in e for e in slow.errors), (
+        slow.errors
+    )
+
+
+# -- ZeroMQ ---------------------------------------------------------------------------------------
+
+
+def test_zmq_publisher_survives_garbage_and_keeps_serving() -> None:
+    transport = get_transport(f"zmq+tcp://127.0.0.1:{free_port()}?pattern=pubsub")
+    pub = transport.open_publisher()
+    sub = transport.open_subscriber()
+    pub.wait_for_subscribers(1)
+    port = int(transport.endpoint.rsplit(":", 1)[1])
+    _garbage_peer(port, b"\xff" * 100 + b"definitely not ZMTP")
+    for i in range(10):
+        pub.publish(_env(i))
+    got = [r.envelope.alert_id for r in drain(sub, 10, timeout=5)]
+    pub.close()
+    sub.close()
+    assert got == list(range(10))
+
+
+def test_zmq_subscriber_skips_malformed_messages() -> None:
+    port = free_port()
+    transport = get_transport(f"zmq+tcp://127.0.0.1:{port}?pattern=pushpull")
+    rogue = zmq.Context.instance().socket(zmq.PUSH)
+    rogue.bind(f"tcp://127.0.0.1:{port}")
+    sub = transport.open_subscriber()
+    rogue.send(b"one part only")
+    rogue.send_multipart([b"\x00" * 3, b"payload"])
+    header = b"".join(encode_frame(_env(5), time.time_ns())[1:2])
+    rogue.send_multipart([header, _env(5).payload])
+    got = sub.poll(5)
+    sub.close()
+    rogue.close(linger=0)
+    assert got is not None and got.envelope.alert_id == 5
+    assert len(sub.errors) == 2
+    assert "1 parts" in sub.errors[0] and "shorter than" in sub.errors[1]

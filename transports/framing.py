@@ -1,0 +1,92 @@
+"""The envelope on the wire for transports without headers of their own (TCP, ZeroMQ).
+
+``ENVELOPE_HEADER`` (big-endian): alert id, shutter-close, intended-send and send times (ns),
+sequence number, content-type length; then the content type (UTF-8), then the payload. Over TCP
+each envelope is preceded by a 4-byte big-endian length (the framing VTP uses too); ZeroMQ sends
+header and payload as two frames of one multipart message, so the payload is never copied.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from transports.base import Envelope, TransportError
+
+ENVELOPE_HEADER = struct.Struct(">qqqqQH")
+LENGTH = struct.Struct(">I")
+DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+
+
+class FrameError(TransportError):
+    """A peer sent bytes that are not a valid frame: the connection is dropped, with this reason."""
+
+
+def pack_header(env: Envelope, t_sent_ns: int) -> bytes:
+    ctype = env.content_type.encode("utf-8")
+    return (
+        ENVELOPE_HEADER.pack(
+            env.alert_id, env.t_shutter_ns, env.t_intended_ns, t_sent_ns, env.sequence, len(ctype)
+        )
+        + ctype
+    )
+
+
+def unpack(header: bytes | memoryview, payload: bytes) -> Envelope:
+    if len(header) < ENVELOPE_HEADER.size:
+        raise FrameError(
+            f"envelope header of {len(header)} bytes is shorter than {ENVELOPE_HEADER.size}"
+        )
+    alert_id, t_shutter, t_intended, t_sent, sequence, ct_len = ENVELOPE_HEADER.unpack_from(header)
+    end = ENVELOPE_HEADER.size + ct_len
+    if len(header) < end:
+        raise FrameError(f"content type of {ct_len} bytes runs past the envelope header")
+    try:
+        content_type = bytes(header[ENVELOPE_HEADER.size : end]).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FrameError("content type is not UTF-8") from exc
+    return Envelope(
+        payload=payload,
+        content_type=content_type,
+        alert_id=alert_id,
+        t_shutter_ns=t_shutter,
+        t_intended_ns=t_intended,
+        t_sent_ns=t_sent,
+        sequence=sequence,
+    )
+
+
+def encode_frame(env: Envelope, t_sent_ns: int) -> list[bytes]:
+    """The pieces of one length-prefixed TCP frame (written with sendmsg, no concatenation)."""
+    header = pack_header(env, t_sent_ns)
+    return [LENGTH.pack(len(header) + len(env.payload)), header, env.payload]
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    """Exactly ``n`` bytes, or FrameError if the peer closes first (a truncated frame)."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            if got == 0:
+                raise ConnectionResetError("peer closed the connection")
+            raise FrameError(f"peer closed the connection mid-frame ({got} of {n} bytes)")
+        got += k
+    return bytes(buf)
+
+
+def read_frame(sock: socket.socket, max_frame: int = DEFAULT_MAX_FRAME) -> Envelope:
+    """One envelope from a length-prefixed stream; FrameError on anything malformed."""
+    (size,) = LENGTH.unpack(recv_exact(sock, LENGTH.size))
+    if size > max_frame:
+        raise FrameError(f"frame of {size:,} bytes exceeds the {max_frame:,}-byte maximum")
+    if size < ENVELOPE_HEADER.size:
+        raise FrameError(f"frame of {size} bytes is too short to hold an envelope")
+    head = recv_exact(sock, ENVELOPE_HEADER.size)
+    ct_len = ENVELOPE_HEADER.unpack(head)[5]
+    if ENVELOPE_HEADER.size + ct_len > size:
+        raise FrameError(f"content type of {ct_len} bytes runs past the frame")
+    rest = recv_exact(sock, size - ENVELOPE_HEADER.size)
+    return unpack(head + rest[:ct_len], rest[ct_len:])

@@ -1,0 +1,175 @@
+"""ZeroMQ transport (pyzmq): PUB/SUB fan-out or PUSH/PULL pipelines, no broker, no replay.
+
+URL: ``zmq+tcp://127.0.0.1:PORT?pattern=pubsub|pushpull&hwm=1000``. The publisher binds.
+
+* ``pubsub``: every subscriber gets every envelope sent after its subscription arrived. When a
+  subscriber's high-water mark (``hwm`` messages, each side) is reached, ZeroMQ **drops** for that
+  subscriber instead of slowing the publisher; the subscriber counts what it lost from the gaps
+  in the sequence numbers (``gaps``). Capabilities say so: no backpressure.
+* ``pushpull``: envelopes are dealt round-robin to the connected pullers (load balancing, not
+  fan-out); a full high-water mark blocks the publisher (backpressure, nothing dropped).
+
+Neither replays: a subscriber asking for an earlier start is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import zmq
+
+from transports.base import (
+    Capabilities,
+    Envelope,
+    Received,
+    Start,
+    TransportError,
+    parse_url,
+)
+from transports.framing import FrameError, pack_header, unpack
+
+log = logging.getLogger(__name__)
+PATTERNS = ("pubsub", "pushpull")
+
+
+class ZmqTransport:
+    def __init__(
+        self, url: str, *, pattern: str | None = None, hwm: int | None = None, **_: Any
+    ) -> None:
+        scheme, netloc, _, query = parse_url(url)
+        self.url = url
+        self.endpoint = f"{scheme.split('+', 1)[1]}://{netloc}"
+        self.pattern = pattern or query.get("pattern", "pubsub")
+        if self.pattern not in PATTERNS:
+            raise TransportError(f"unknown ZeroMQ pattern {self.pattern!r}; choose {PATTERNS}")
+        self.hwm = int(hwm if hwm is not None else query.get("hwm", 1000))
+        self.capabilities = Capabilities(
+            replay=False,
+            durable=False,
+            fanout=self.pattern == "pubsub",
+            backpressure=self.pattern == "pushpull",
+            acknowledgement="none",
+        )
+
+    def open_publisher(self, **_: Any) -> ZmqPublisher:
+        return ZmqPublisher(self)
+
+    def open_subscriber(self, start: Start | None = None, **_: Any) -> ZmqSubscriber:
+        if start is not None and start.kind != "latest":
+            raise TransportError(
+                f"zmq ({self.pattern}) has no replay: it cannot start from {start.kind!r}"
+            )
+        return ZmqSubscriber(self)
+
+
+class ZmqPublisher:
+    def __init__(self, transport: ZmqTransport) -> None:
+        self.transport = transport
+        self._ctx = zmq.Context.instance()
+        if transport.pattern == "pubsub":
+            # XPUB reports each subscription, so "wait for N subscribers" is exact.
+            self._sock = self._ctx.socket(zmq.XPUB)
+            # VERBOSER: every subscribe *and* unsubscribe (also a subscriber's disconnect).
+            self._sock.setsockopt(zmq.XPUB_VERBOSER, 1)
+        else:
+            self._sock = self._ctx.socket(zmq.PUSH)
+        self._sock.setsockopt(zmq.SNDHWM, transport.hwm)
+        self._sock.setsockopt(zmq.LINGER, 5000)
+        self._monitor = self._sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+        )
+        try:
+            self._sock.bind(transport.endpoint)
+        except zmq.ZMQError as exc:
+            raise TransportError(f"cannot bind {transport.endpoint}: {exc}") from exc
+        self.subscribers = 0
+        self.peers = 0
+
+    def _drain_events(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.peers += 1
+            elif event == zmq.EVENT_DISCONNECTED:
+                self.peers -= 1
+        if self.transport.pattern == "pubsub":
+            while self._sock.poll(0):
+                message = self._sock.recv()
+                if message[:1] == b"\x01":
+                    self.subscribers += 1
+                elif message[:1] == b"\x00":
+                    self.subscribers -= 1
+
+    def wait_for_subscribers(self, n: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._drain_events()
+            have = self.subscribers if self.transport.pattern == "pubsub" else self.peers
+            if have >= n:
+                return
+            if time.monotonic() > deadline:
+                raise TransportError(f"only {have} of {n} subscribers connected")
+            time.sleep(0.01)
+
+    def publish(self, envelope: Envelope) -> None:
+        header = pack_header(envelope, envelope.t_sent_ns or time.time_ns())
+        self._sock.send_multipart([header, envelope.payload], copy=False)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        self._drain_events()
+        return 0  # ZeroMQ has no acknowledgements to wait for
+
+    def close(self) -> None:
+        self._sock.disable_monitor()
+        self._monitor.close(linger=0)
+        self._sock.close()  # LINGER lets queued messages go out first
+
+
+class ZmqSubscriber:
+    def __init__(self, transport: ZmqTransport) -> None:
+        self.transport = transport
+        self._ctx = zmq.Context.instance()
+        if transport.pattern == "pubsub":
+            self._sock = self._ctx.socket(zmq.SUB)
+            self._sock.setsockopt(zmq.SUBSCRIBE, b"")
+        else:
+            self._sock = self._ctx.socket(zmq.PULL)
+        self._sock.setsockopt(zmq.RCVHWM, transport.hwm)
+        self._sock.setsockopt(zmq.RECONNECT_IVL, 50)
+        self._sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.connect(transport.endpoint)
+        self.errors: list[str] = []
+        self.gaps = 0
+        self._last_sequence: int | None = None
+
+    def poll(self, timeout: float = 1.0) -> Received | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0 or not self._sock.poll(remaining_ms):
+                return None
+            parts = self._sock.recv_multipart()
+            now = time.time_ns()
+            try:
+                if len(parts) != 2:
+                    raise FrameError(f"message of {len(parts)} parts, expected header + payload")
+                envelope = unpack(parts[0], parts[1])
+            except FrameError as exc:
+                self.errors.append(str(exc))
+                log.warning("zmq subscriber skipped a malformed message: %s", exc)
+                continue
+            last = self._last_sequence
+            if last is not None and envelope.sequence > last + 1:
+                self.gaps += envelope.sequence - last - 1
+            self._last_sequence = envelope.sequence
+            return Received(
+                envelope, now, origin=self.transport.endpoint, position=envelope.sequence
+            )
+
+    def close(self) -> None:
+        self._sock.close()
