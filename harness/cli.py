@@ -338,6 +338,32 @@ def build_parser() -> argparse.ArgumentParser:
     vis.add_argument("-o", "--output", type=Path, default=Path("out/kafka-visit"))
     vis.set_defaults(func=cmd_kafka_visit)
 
+    mat = sub.add_parser(
+        "matrix",
+        help="every transport x serialization on the same alerts, ranked against LSST",
+        description="Start a local Kafka and a gRPC server, push the same realistic alerts "
+        "through every transport x serialization with the codec in the loop, and write "
+        "results.json, a ranked report.md and a plot.",
+    )
+    from harness.matrix import SERIALIZER_NAMES, TRANSPORT_KINDS
+
+    mat.add_argument("--alerts", type=int, default=1000, help="alerts per combination")
+    mat.add_argument("--pool", type=int, default=200, help="distinct simulated alerts")
+    mat.add_argument("--seed", type=int, default=1)
+    mat.add_argument(
+        "--transports", nargs="+", default=list(TRANSPORT_KINDS), choices=TRANSPORT_KINDS
+    )
+    mat.add_argument(
+        "--serializers", nargs="+", default=list(SERIALIZER_NAMES), choices=SERIALIZER_NAMES
+    )
+    mat.add_argument("--bootstrap-servers", default=None, help="use this Kafka, start none")
+    mat.add_argument("-o", "--output", type=Path, default=Path("out/matrix"))
+    mat.set_defaults(func=cmd_matrix)
+
+    rep = sub.add_parser("report", help="regenerate report.md and plots from a results.json")
+    rep.add_argument("folder", type=Path, help="a folder holding results.json")
+    rep.set_defaults(func=cmd_report)
+
     ver = sub.add_parser("schemas", help="list the Rubin alert schema versions available")
     ver.set_defaults(func=cmd_schemas)
     return parser
@@ -444,9 +470,37 @@ def cmd_kafka_visit(args: argparse.Namespace) -> int:
             cluster.stop()
     path = visit_bench.write_report(results, visit_bench.environment(), args.output)
     out.print(f"report: {path}")
-    out.print(path.read_text())
+    out.print(path.read_text(), markup=False, highlight=False)
     lost = [r for r in results if r.alerts_received < r.alerts_sent]
     return 1 if lost else 0
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from harness import matrix
+    from harness.visit_bench import environment
+
+    with _progress() as progress:
+        rows = matrix.run_matrix(
+            args.transports,
+            args.serializers,
+            args.alerts,
+            pool_size=args.pool,
+            seed=args.seed,
+            progress=progress,
+            bootstrap_servers=args.bootstrap_servers,
+        )
+    path = matrix.write_results(rows, environment(), args.output, args.alerts)
+    out.print(f"report: {path}")
+    out.print(path.read_text(), markup=False, highlight=False)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness import matrix
+
+    path = matrix.write_report(args.folder)
+    out.print(f"wrote {path}")
+    return 0
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:

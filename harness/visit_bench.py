@@ -22,18 +22,21 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from refimpl.errors import AlertbenchError
 from refimpl.serializer import get_serializer
 from refimpl.simulator import AlertSimulator, SimulationConfig
 from transports.base import Envelope, Start, get_transport
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+LSST_RATE = 10_000 / 39.0
+"""LSST's average alert rate: 10,000 alerts per ~39 s visit (DMTN-102)."""
 
 
 @dataclass
@@ -49,16 +52,39 @@ class VisitResult:
     alerts_per_second: float
     megabytes_per_second: float
     latency_us: dict[str, float]
+    cpu_seconds: float = 0.0
+    """CPU time of this process (publisher, subscriber, in-process servers) during the run."""
+    server_cpu_seconds: float = 0.0
+    """CPU time of external server processes (the Kafka JVMs) during the run."""
+    decode_errors: int = 0
 
 
 def payload_pool(count: int, seed: int, serializer_name: str = "avro") -> tuple[list[bytes], str]:
     """``count`` distinct realistic encoded alerts and their content type."""
     serializer = get_serializer(serializer_name)
+    payloads = [serializer.dumps(alert) for alert in alert_pool(count, seed)]
+    return payloads, serializer.content_type
+
+
+def alert_pool(count: int, seed: int) -> list[dict]:
+    """``count`` distinct realistic alerts (one simulated visit's first ``count``)."""
     sim = AlertSimulator(
         SimulationConfig(seed=seed, alerts_per_visit_mean=count, alerts_per_visit_sigma=0)
     )
-    payloads = [serializer.dumps(alert) for alert in sim.visit(0).alerts(count)]
-    return payloads, serializer.content_type
+    return list(sim.visit(0).alerts(count))
+
+
+def process_cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of other processes (e.g. Kafka's JVMs), from /proc."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def run_visit(
@@ -68,68 +94,95 @@ def run_visit(
     n_alerts: int = 10_000,
     idle_timeout: float = 30.0,
     progress: Any = None,
+    *,
+    make_payload: Callable[[int], bytes] | None = None,
+    decode: Callable[[bytes], Any] | None = None,
+    server_pids: list[int] | None = None,
     **transport_options: Any,
 ) -> VisitResult:
-    """Publish ``n_alerts`` (cycling ``payloads``) to ``url`` and consume them in a thread."""
+    """Publish ``n_alerts`` to ``url`` while a subscriber thread consumes them.
+
+    By default the payloads are pre-encoded (``payloads`` cycled), so the transport is measured
+    alone; with ``make_payload``/``decode`` the codec runs in the loop (encode before send,
+    receive time taken after decode), as a real producer and consumer would.
+    """
     transport = get_transport(url, **transport_options)
     if hasattr(transport, "ensure_topic"):
         transport.ensure_topic(partitions=3)
+    make = make_payload or (lambda i: payloads[i % len(payloads)])
     histogram = HdrHistogram(1, 120_000_000, 3)  # 1 µs .. 120 s
     received_ids: set[int] = set()
-    timestamps: dict[str, int] = {}
-    subscriber = transport.open_subscriber(Start.earliest(), group=f"visit-{uuid.uuid4().hex[:8]}")
-    ready = threading.Event()
+    counters = {"duplicates": 0, "decode_errors": 0, "last_received": 0}
+    subscriber = transport.open_subscriber(Start.latest())
+    publisher = transport.open_publisher()
+    wait = getattr(publisher, "wait_for_subscribers", None)
+    if wait is not None:
+        wait(1, timeout=10)
 
     def consume() -> None:
-        ready.set()
         while len(received_ids) < n_alerts:
             item = subscriber.poll(idle_timeout)
             if item is None:
                 return
-            latency_us = max(1, (item.t_received_ns - item.envelope.t_sent_ns) // 1000)
-            histogram.record_value(latency_us)
-            received_ids.add(item.envelope.alert_id)
-            timestamps["last_received"] = item.t_received_ns
+            t_received = item.t_received_ns
+            if decode is not None:
+                try:
+                    decode(item.envelope.payload)
+                except AlertbenchError:
+                    counters["decode_errors"] += 1
+                    continue
+                t_received = time.time_ns()
+            alert_id = item.envelope.alert_id
+            if alert_id in received_ids:
+                counters["duplicates"] += 1
+                continue
+            # Latency from the *intended* send time: a producer that falls behind shows up.
+            start_ns = item.envelope.t_intended_ns or item.envelope.t_sent_ns
+            histogram.record_value(max(1, (t_received - start_ns) // 1000))
+            received_ids.add(alert_id)
+            counters["last_received"] = t_received
 
     consumer = threading.Thread(target=consume, name="visit-consumer", daemon=True)
     consumer.start()
-    ready.wait()
-    publisher = transport.open_publisher()
     task = progress.add_task("publishing", total=n_alerts) if progress else None
     payload_bytes = 0
+    cpu0 = time.process_time()
+    server0 = process_cpu_seconds(server_pids or [])
     t_start = time.time_ns()
     p_start = time.perf_counter()
     for i in range(n_alerts):
-        payload = payloads[i % len(payloads)]
-        now = time.time_ns()
+        intended = time.time_ns()
+        payload = make(i)
         publisher.publish(
             Envelope(
                 payload=payload,
                 content_type=content_type,
                 alert_id=i,
                 t_shutter_ns=t_start,
-                t_intended_ns=now,
-                t_sent_ns=now,
+                t_intended_ns=intended,
                 sequence=i,
             )
         )
         payload_bytes += len(payload)
-        if task is not None and i % 100 == 0:
+        if task is not None and i % 50 == 0:
             progress.update(task, completed=i)
     left = publisher.flush(120)
     publish_seconds = time.perf_counter() - p_start
     if task is not None:
         progress.update(task, completed=n_alerts)
-    consumer.join(timeout=idle_timeout + 120)
+    consumer.join(timeout=idle_timeout + 300)
+    cpu = time.process_time() - cpu0
+    server_cpu = process_cpu_seconds(server_pids or []) - server0
     subscriber.close()
-    e2e = (timestamps.get("last_received", time.time_ns()) - t_start) / 1e9
+    publisher.close()
+    e2e = ((counters["last_received"] or time.time_ns()) - t_start) / 1e9
     received = len(received_ids)
     return VisitResult(
         transport_url=url,
         options={**transport_options, "unacknowledged": left},
         alerts_sent=n_alerts,
         alerts_received=received,
-        duplicates=getattr(subscriber, "duplicates", 0),
+        duplicates=counters["duplicates"] + getattr(subscriber, "duplicates", 0),
         payload_bytes=payload_bytes,
         publish_seconds=publish_seconds,
         end_to_end_seconds=e2e,
@@ -139,6 +192,9 @@ def run_visit(
             **{f"p{p:g}": float(histogram.get_value_at_percentile(p)) for p in PERCENTILES},
             "max": float(histogram.get_max_value()),
         },
+        cpu_seconds=cpu,
+        server_cpu_seconds=server_cpu,
+        decode_errors=counters["decode_errors"],
     )
 
 

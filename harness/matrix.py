@@ -1,0 +1,278 @@
+"""The benchmark matrix: every transport x serialization on the same alerts, ranked against LSST.
+
+Each combination publishes one burst of realistic alerts with the codec in the loop (the
+publisher encodes each alert, the subscriber decodes it and only then stamps it received), so
+the numbers are what a producer and a broker would see end to end. Servers are started here:
+a local Kafka (KRaft, 1 broker) from the project's launcher, a gRPC alert-stream server in this
+process; ZeroMQ and TCP need none.
+
+Ranking: a combination must lose nothing and deliver the visit within Rubin's 60 s budget; then
+it is ordered by headroom = measured alerts/s / LSST's average rate (10,000 per 39 s). Also
+reported: cores needed per full stream at LSST's rate (CPU seconds per alert x rate, this
+process plus the Kafka broker), bandwidth per full stream, and whether brokers can replay.
+The throughput is a burst's, not yet the maximum sustainable rate (the load-harness issue).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from harness.kafka_cluster import KafkaCluster, free_port
+from harness.visit_bench import LSST_RATE, alert_pool, run_visit
+from refimpl.serializer import get_serializer
+from transports.base import get_transport
+from transports.grpc import AlertStreamServer
+
+TRANSPORT_KINDS = ("kafka", "grpc", "zmq-pubsub", "zmq-pushpull", "tcp")
+SERIALIZER_NAMES = ("avro", "protobuf", "voevent", "voevent3")
+VISIT_BUDGET_S = 60.0
+
+
+@contextmanager
+def transport_url(kind: str, cluster: KafkaCluster | None) -> Iterator[tuple[str, list[int]]]:
+    """A fresh URL for ``kind`` (and the pids of external servers whose CPU counts)."""
+    if kind == "kafka":
+        assert cluster is not None
+        yield (
+            f"kafka://{cluster.bootstrap_servers}/matrix-{uuid.uuid4().hex[:8]}",
+            [n.pid for n in cluster.nodes],
+        )
+    elif kind == "grpc":
+        with AlertStreamServer(window=200_000) as server:
+            yield server.url, []
+    elif kind.startswith("zmq"):
+        yield f"zmq+tcp://127.0.0.1:{free_port()}?pattern={kind.split('-')[1]}", []
+    elif kind == "tcp":
+        yield f"tcp://127.0.0.1:{free_port()}", []
+    else:
+        raise ValueError(f"unknown transport kind {kind!r}; choose from {TRANSPORT_KINDS}")
+
+
+def run_matrix(
+    transports: list[str],
+    serializers: list[str],
+    n_alerts: int,
+    pool_size: int = 200,
+    seed: int = 1,
+    progress: Any = None,
+    bootstrap_servers: str | None = None,
+) -> list[dict[str, Any]]:
+    pool = alert_pool(pool_size, seed)
+    cluster = None
+    rows: list[dict[str, Any]] = []
+    try:
+        if "kafka" in transports and bootstrap_servers is None:
+            cluster = KafkaCluster(brokers=1).start()
+        for serializer_name in serializers:
+            codec = get_serializer(serializer_name)
+            encoded = [codec.dumps(a) for a in pool]
+            for kind in transports:
+                if kind == "kafka" and bootstrap_servers is not None:
+                    ctx = _existing(bootstrap_servers)
+                else:
+                    ctx = transport_url(kind, cluster)
+                with ctx as (url, pids):
+                    if progress is not None:
+                        progress.console.print(f"[bold]{kind} x {serializer_name}[/bold]")
+                    result = run_visit(
+                        url,
+                        encoded,
+                        codec.content_type,
+                        n_alerts=n_alerts,
+                        progress=progress,
+                        idle_timeout=15.0,
+                        make_payload=lambda i, c=codec: c.dumps(pool[i % len(pool)]),
+                        decode=codec.loads,
+                        server_pids=pids,
+                    )
+                caps = get_transport(url).capabilities
+                rows.append(_row(kind, serializer_name, result, caps, encoded))
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    return rows
+
+
+@contextmanager
+def _existing(bootstrap: str) -> Iterator[tuple[str, list[int]]]:
+    yield f"kafka://{bootstrap}/matrix-{uuid.uuid4().hex[:8]}", []
+
+
+def _row(kind: str, serializer: str, result: Any, caps: Any, encoded: list[bytes]) -> dict:
+    data = asdict(result)
+    bytes_per_alert = result.payload_bytes / max(result.alerts_sent, 1)
+    cpu_per_alert = (result.cpu_seconds + result.server_cpu_seconds) / max(
+        result.alerts_received, 1
+    )
+    data.update(
+        transport=kind,
+        serializer=serializer,
+        capabilities=asdict(caps),
+        bytes_per_alert=bytes_per_alert,
+        lost=result.alerts_sent - result.alerts_received,
+        headroom=result.alerts_per_second / LSST_RATE,
+        cpu_seconds_per_alert=cpu_per_alert,
+        cores_per_stream_at_lsst_rate=cpu_per_alert * LSST_RATE,
+        mbit_per_stream_at_lsst_rate=bytes_per_alert * LSST_RATE * 8 / 1e6,
+        visit_seconds_at_lsst_size=10_000 / result.alerts_per_second
+        if result.alerts_per_second
+        else float("inf"),
+    )
+    return data
+
+
+def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows ordered: requirements met first (nothing lost, visit in budget), then by headroom."""
+    for row in rows:
+        reasons = []
+        if row["lost"] > 0:
+            reasons.append(f"lost {row['lost']:,} alerts")
+        if row["decode_errors"]:
+            reasons.append(f"{row['decode_errors']} undecodable")
+        if row["visit_seconds_at_lsst_size"] > VISIT_BUDGET_S:
+            reasons.append(
+                f"a 10,000-alert visit takes {row['visit_seconds_at_lsst_size']:.0f} s "
+                f"(> {VISIT_BUDGET_S:.0f} s)"
+            )
+        row["meets_requirements"] = not reasons
+        row["fails_because"] = reasons
+    return sorted(rows, key=lambda r: (not r["meets_requirements"], -r["headroom"]))
+
+
+def explain(ranked: list[dict[str, Any]]) -> list[str]:
+    """Sentences generated from the numbers, for the report."""
+    lines = []
+    passing = [r for r in ranked if r["meets_requirements"]]
+    if passing:
+        best = passing[0]
+        lines.append(
+            f"Fastest combination that meets the requirements: {best['transport']} x "
+            f"{best['serializer']}, {best['alerts_per_second']:,.0f} alerts/s, "
+            f"{best['headroom']:.1f}x LSST's average rate; a 10,000-alert visit would take "
+            f"{best['visit_seconds_at_lsst_size']:.1f} s of the 60 s budget."
+        )
+    by_serializer: dict[str, list[dict]] = {}
+    for r in ranked:
+        by_serializer.setdefault(r["serializer"], []).append(r)
+    for name, group in by_serializer.items():
+        best = max(group, key=lambda r: r["headroom"])
+        lines.append(
+            f"{name}: {group[0]['bytes_per_alert'] / 1e3:,.0f} KB per alert, best "
+            f"{best['alerts_per_second']:,.0f} alerts/s ({best['transport']}); "
+            f"{best['cores_per_stream_at_lsst_rate']:.2f} cores per full stream at LSST's rate."
+        )
+    replayable = sorted({r["transport"] for r in ranked if r["capabilities"]["replay"]})
+    lines.append(
+        "Transports that let a broker replay what it missed: " + ", ".join(replayable) + "."
+    )
+    for r in ranked:
+        if not r["meets_requirements"]:
+            lines.append(
+                f"{r['transport']} x {r['serializer']} fails: "
+                + "; ".join(r["fails_because"])
+                + "."
+            )
+    return lines
+
+
+def write_results(
+    rows: list[dict[str, Any]], env: dict[str, Any], out_dir: Path, n_alerts: int
+) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = {"environment": env, "alerts_per_combination": n_alerts, "results": rows}
+    (out_dir / "results.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return write_report(out_dir)
+
+
+def write_report(out_dir: Path) -> Path:
+    """report.md and plots from results.json alone (the same JSON gives the same report)."""
+    data = json.loads((out_dir / "results.json").read_text())
+    ranked = rank(data["results"])
+    plot = out_dir / "throughput-latency.png"
+    _plot(ranked, plot)
+    (out_dir / "report.md").write_text(render_report(data, ranked, plot.name))
+    return out_dir / "report.md"
+
+
+def render_report(data: dict[str, Any], ranked: list[dict[str, Any]], plot_name: str) -> str:
+    env = data["environment"]
+    lines = [
+        "# alertbench matrix: transports x serializations, ranked against LSST",
+        "",
+        f"Machine: {env['machine']}, {env['cpus']} CPUs, {env['platform']}; Python "
+        f"{env['python']}; confluent-kafka {env['confluent_kafka']} (librdkafka "
+        f"{env['librdkafka']}), Apache Kafka {env['kafka']} (1 broker, KRaft); commit "
+        f"{env['git_commit'][:12]}; {env['when_utc']}.",
+        "",
+        f"Command: `{env['command']}`",
+        "",
+        f"Each combination: one burst of {data['alerts_per_combination']:,} realistic Rubin "
+        "alerts (a pool of simulated alerts cycled with unique ids), encoded by the publisher "
+        "and decoded by one subscriber in the same process (2 cores shared with the servers). "
+        "Latency runs from the intended send time to after decode. Requirements: nothing lost, "
+        "a 10,000-alert visit out within 60 s; then ranked by headroom over LSST's average "
+        f"rate ({LSST_RATE:.0f} alerts/s). Cores and bandwidth are per full stream at that rate.",
+        "",
+        "| rank | transport | serializer | meets | alerts/s | headroom | MB/s | KB/alert | "
+        "p50 ms | p99 ms | lost | cores/stream | Mbit/s/stream | replay |",
+        "| ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
+        "---: | --- |",
+    ]
+    for i, r in enumerate(ranked, 1):
+        lat = r["latency_us"]
+        lines.append(
+            f"| {i} | {r['transport']} | {r['serializer']} | "
+            f"{'yes' if r['meets_requirements'] else 'no'} | {r['alerts_per_second']:,.0f} | "
+            f"{r['headroom']:.1f}x | {r['megabytes_per_second']:,.1f} | "
+            f"{r['bytes_per_alert'] / 1e3:,.0f} | {lat['p50'] / 1e3:,.0f} | "
+            f"{lat['p99'] / 1e3:,.0f} | {r['lost']:,} | {r['cores_per_stream_at_lsst_rate']:.2f} | "
+            f"{r['mbit_per_stream_at_lsst_rate']:,.0f} | "
+            f"{'yes' if r['capabilities']['replay'] else 'no'} |"
+        )
+    lines += ["", "## What the numbers say", ""]
+    lines += [f"- {s}" for s in explain(ranked)]
+    lines += ["", f"![throughput and latency]({plot_name})", ""]
+    return "\n".join(lines)
+
+
+def _plot(ranked: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['transport']}\n{r['serializer']}" for r in ranked]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8, len(ranked) * 0.6), 8))
+    colors = ["tab:green" if r["meets_requirements"] else "tab:red" for r in ranked]
+    ax1.bar(range(len(ranked)), [r["alerts_per_second"] for r in ranked], color=colors)
+    ax1.axhline(LSST_RATE, color="k", linestyle="--", label=f"LSST average ({LSST_RATE:.0f}/s)")
+    ax1.set_ylabel("alerts/s (burst)")
+    ax1.set_yscale("log")
+    ax1.set_xticks(range(len(ranked)), labels, fontsize=7)
+    ax1.legend()
+    ax1.set_title("Throughput (green: meets requirements)")
+    ax2.bar(
+        [i - 0.2 for i in range(len(ranked))],
+        [r["latency_us"]["p50"] / 1e3 for r in ranked],
+        width=0.4,
+        label="p50",
+    )
+    ax2.bar(
+        [i + 0.2 for i in range(len(ranked))],
+        [r["latency_us"]["p99"] / 1e3 for r in ranked],
+        width=0.4,
+        label="p99",
+    )
+    ax2.set_yscale("log")
+    ax2.set_ylabel("end-to-end latency, ms")
+    ax2.set_xticks(range(len(ranked)), labels, fontsize=7)
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
