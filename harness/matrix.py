@@ -72,8 +72,10 @@ def run_matrix(
         if "kafka" in transports:
             # Warm the broker (group coordinator, producer ids, JIT) off the record, so the
             # first combination measured does not pay for a cold start.
-            url = (f"kafka://{bootstrap_servers or cluster.bootstrap_servers}"  # type: ignore
-                   f"/warmup-{uuid.uuid4().hex[:8]}")
+            url = (
+                f"kafka://{bootstrap_servers or cluster.bootstrap_servers}"  # type: ignore
+                f"/warmup-{uuid.uuid4().hex[:8]}"
+            )
             warm = [get_serializer("avro").dumps(a) for a in pool[:50]]
             run_visit(url, warm, "application/octet-stream", n_alerts=300)
         for serializer_name in serializers:

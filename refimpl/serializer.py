@@ -8,11 +8,10 @@ a typo gets a "did you mean".
 
 from __future__ import annotations
 
-import difflib
-import importlib
 from typing import Any, Protocol, runtime_checkable
 
 from refimpl.errors import AlertbenchError
+from refimpl.registry import resolve
 
 Alert = dict[str, Any]
 
@@ -55,16 +54,7 @@ class UnknownSerializerError(AlertbenchError, KeyError):
 
 def get_serializer(name: str, **options: Any) -> Serializer:
     """The serializer registered as ``name``, constructed with ``options``."""
-    try:
-        target = SERIALIZERS[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, SERIALIZERS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UnknownSerializerError(
-            f"no serializer named {name!r}{hint} (known: {', '.join(sorted(SERIALIZERS))})"
-        ) from None
-    module_name, _, class_name = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = resolve(SERIALIZERS, name, "serializer named", UnknownSerializerError)
     return cls(**options)
 
 

@@ -107,6 +107,17 @@ def _ready(publisher, subscribers: int) -> None:
         wait(subscribers, timeout=10)
 
 
+def _gone(publisher) -> None:
+    """For brokerless transports: wait until the publisher has noticed a subscriber leave."""
+    count = getattr(publisher, "connected_subscribers", None)
+    if count is None:
+        return
+    deadline = time.monotonic() + 10
+    while count() > 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert count() == 0, "the publisher never noticed the subscriber leave"
+
+
 def _publish(publisher, payloads, count: int, first_id: int = 0) -> list[int]:
     ids = []
     for i in range(count):
@@ -209,6 +220,7 @@ def test_subscriber_reconnect(under_test, payloads) -> None:
         got_b = Collector(again, 30).join()
         assert [r.envelope.alert_id for r in got_b] == sent_b
     else:
+        _gone(pub)
         again = under_test.subscriber()
         _ready(pub, 1)
         collector = Collector(again, 30)

@@ -9,14 +9,15 @@ end-to-end latency crosses processes; durations inside one process use ``perf_co
 
 from __future__ import annotations
 
-import difflib
-import importlib
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
 from refimpl.errors import AlertbenchError
+from refimpl.registry import resolve
 
 
 class TransportError(AlertbenchError):
@@ -150,16 +151,7 @@ def parse_url(url: str) -> tuple[str, str, str, dict[str, str]]:
 def get_transport(url: str, **options: Any) -> Transport:
     """The transport for ``url`` (``kafka://127.0.0.1:9092/alerts?compression=lz4``)."""
     scheme, *_ = parse_url(url)
-    try:
-        target = TRANSPORTS[scheme]
-    except KeyError:
-        close = difflib.get_close_matches(scheme, TRANSPORTS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UnknownTransportError(
-            f"no transport for scheme {scheme!r}{hint} (known: {', '.join(sorted(TRANSPORTS))})"
-        ) from None
-    module_name, _, class_name = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = resolve(TRANSPORTS, scheme, "transport for scheme", UnknownTransportError)
     return cls(url, **options)
 
 
@@ -172,3 +164,29 @@ def drain(subscriber: Subscriber, count: int, timeout: float) -> Iterator[Receiv
             return
         got += 1
         yield item
+
+
+class QueuedSubscriber:
+    """For subscribers whose socket is read by a background thread: a bounded hand-off queue.
+
+    A full queue blocks the reader thread, so the transport's own flow control (TCP windows,
+    HTTP/2) slows the sender instead of this process buffering without bound.
+    """
+
+    def _init_queue(self, size: int) -> None:
+        self._queue: queue.Queue[Received] = queue.Queue(maxsize=size)
+        self._stop = threading.Event()
+
+    def _put(self, item: Received) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def poll(self, timeout: float = 1.0) -> Received | None:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None

@@ -35,6 +35,7 @@ from refimpl.protoc import build
 from transports.base import (
     Capabilities,
     Envelope,
+    QueuedSubscriber,
     Received,
     Start,
     TransportError,
@@ -305,7 +306,7 @@ class GrpcPublisher:
         self._channel.close()
 
 
-class GrpcSubscriber:
+class GrpcSubscriber(QueuedSubscriber):
     """Reads the server stream in a thread; reconnects and resumes after the last sequence."""
 
     def __init__(
@@ -314,8 +315,7 @@ class GrpcSubscriber:
         self.transport = transport
         self.start = start
         self.reconnect = reconnect
-        self._queue: queue.Queue[Received] = queue.Queue(maxsize=buffer)
-        self._stop = threading.Event()
+        self._init_queue(buffer)
         self._next: int | None = None
         self.errors: list[str] = []
         self._call: Any = None
@@ -379,20 +379,6 @@ class GrpcSubscriber:
                 return
             time.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
-
-    def _put(self, item: Received) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-
-    def poll(self, timeout: float = 1.0) -> Received | None:
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
 
     def close(self) -> None:
         self._stop.set()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import selectors
 import socket
 import threading
@@ -21,6 +20,7 @@ from typing import Any
 from transports.base import (
     Capabilities,
     Envelope,
+    QueuedSubscriber,
     Received,
     Start,
     TransportError,
@@ -111,16 +111,15 @@ class TcpPublisher:
         with contextlib.suppress(OSError):
             conn.close()
 
-    @property
-    def subscriber_count(self) -> int:
+    def connected_subscribers(self) -> int:
         with self._lock:
             return len(self._subscribers)
 
     def wait_for_subscribers(self, n: int, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
-        while self.subscriber_count < n:
+        while (have := self.connected_subscribers()) < n:
             if time.monotonic() > deadline:
-                raise TransportError(f"only {self.subscriber_count} of {n} subscribers connected")
+                raise TransportError(f"only {have} of {n} subscribers connected")
             time.sleep(0.01)
 
     def publish(self, envelope: Envelope) -> None:
@@ -150,7 +149,7 @@ class TcpPublisher:
         self._selector.close()
 
 
-class TcpSubscriber:
+class TcpSubscriber(QueuedSubscriber):
     """Connects (and reconnects, with back-off) and reads frames in a background thread."""
 
     def __init__(
@@ -164,8 +163,7 @@ class TcpSubscriber:
         self.address = address
         self.max_frame = max_frame
         self.reconnect = reconnect
-        self._queue: queue.Queue[Received] = queue.Queue(maxsize=buffer)
-        self._stop = threading.Event()
+        self._init_queue(buffer)
         self._sock: socket.socket | None = None
         self.errors: list[str] = []
         self.connections = 0
@@ -207,20 +205,6 @@ class TcpSubscriber:
                 self._sock = None
             if not self.reconnect:
                 return
-
-    def _put(self, item: Received) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-
-    def poll(self, timeout: float = 1.0) -> Received | None:
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
 
     def close(self) -> None:
         self._stop.set()

@@ -104,11 +104,14 @@ class ZmqPublisher:
                 elif message[:1] == b"\x00":
                     self.subscribers -= 1
 
+    def connected_subscribers(self) -> int:
+        self._drain_events()
+        return self.subscribers if self.transport.pattern == "pubsub" else self.peers
+
     def wait_for_subscribers(self, n: int, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            self._drain_events()
-            have = self.subscribers if self.transport.pattern == "pubsub" else self.peers
+            have = self.connected_subscribers()
             if have >= n:
                 return
             if time.monotonic() > deadline:
