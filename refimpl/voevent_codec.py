@@ -42,38 +42,14 @@ from refimpl.errors import DecodeError, EncodeError
 from refimpl.records import FieldSpec, field_specs
 from refimpl.schema import AlertSchema, load_schema
 from refimpl.serializer import Alert
+from refimpl.voevent_xml import VOEVENT_NS, UnsafeXmlError, parse_untrusted, voevent_xsd
 
-VOEVENT_NS = "http://www.ivoa.net/xml/VOEvent/v2.0"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 SCHEMA_LOCATION = f"{VOEVENT_NS} http://www.ivoa.net/xml/VOEvent/VOEvent-v2.0.xsd"
 CUTOUTS = ("cutoutDifference", "cutoutScience", "cutoutTemplate")
 MODES = ("embed", "reference")
 DEFAULT_IVORN_BASE = "ivo://alertbench.example/rubin-sim"
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
-
-_PARSER = etree.XMLParser(
-    resolve_entities=False,
-    no_network=True,
-    load_dtd=False,
-    dtd_validation=False,
-    huge_tree=False,
-    remove_comments=True,
-    remove_pis=True,
-)
-
-
-def voevent_xsd() -> etree.XMLSchema:
-    """The official VOEvent 2.0 XSD, loaded offline from the voevent-parse distribution (PyPI),
-    which carries the IVOA schema verbatim (see schemas/README.md)."""
-    global _XSD
-    if _XSD is None:
-        from voeventparse import definitions
-
-        _XSD = etree.XMLSchema(etree.fromstring(definitions.v2_0_schema_str, _PARSER))
-    return _XSD
-
-
-_XSD: etree.XMLSchema | None = None
 
 
 def unit_and_ucd(record: str, name: str) -> tuple[str | None, str | None]:
@@ -359,24 +335,10 @@ class VoeventSerializer:
 
     def parse(self, data: bytes) -> etree._Element:
         """Parse untrusted bytes into a VOEvent element (no DTDs, entities or network)."""
-        if len(data) > self.max_bytes:
-            raise DecodeError(
-                f"document of {len(data):,} bytes exceeds the {self.max_bytes:,}-byte limit",
-                codec=self.name,
-                raw=data[:1024],
-            )
-        if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-            raise DecodeError(
-                "DTDs and entity declarations are not allowed in VOEvent packets",
-                codec=self.name,
-                raw=data[:1024],
-            )
         try:
-            root = etree.fromstring(data, _PARSER)
-        except etree.XMLSyntaxError as exc:
-            raise DecodeError(
-                f"not well-formed XML: {exc}", codec=self.name, raw=data[:1024]
-            ) from exc
+            root = parse_untrusted(data, self.max_bytes)
+        except UnsafeXmlError as exc:
+            raise DecodeError(str(exc), codec=self.name, raw=data[:1024]) from exc
         if root.tag != f"{{{VOEVENT_NS}}}VOEvent":
             raise DecodeError(
                 f"root element is {root.tag!r}, not VOEvent in namespace {VOEVENT_NS}",

@@ -164,3 +164,100 @@ def test_zmq_subscriber_skips_malformed_messages() -> None:
     assert got is not None and got.envelope.alert_id == 5
     assert len(sub.errors) == 2
     assert "1 parts" in sub.errors[0] and "shorter than" in sub.errors[1]
+
+
+# -- VTP ------------------------------------------------------------------------------------------
+
+
+def _author_says(port: int, data: bytes) -> str:
+    """Send one raw frame as an author; the broker's answer (role and reason)."""
+    from transports.vtp import parse_message, read_frame
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        message = parse_message(read_frame(s, 1 << 20), 1 << 20)
+    return f"{message.role}: {message.result}"
+
+
+def test_vtp_broker_naks_bad_input_with_reasons_and_keeps_serving(alerts) -> None:
+    from refimpl.voevent_codec import VoeventSerializer
+    from transports.vtp import VtpBroker, transport_message
+
+    good = VoeventSerializer(mode="reference").dumps(alerts[0])
+    with VtpBroker(max_frame=200_000) as broker:
+        transport = get_transport(broker.url)
+        sub = transport.open_subscriber()
+        broker.wait_for_subscribers(1)
+        port = broker.receive_port
+
+        def frame(body: bytes) -> bytes:
+            return struct.pack(">I", len(body)) + body
+
+        answers = {
+            "too-long": _author_says(port, struct.pack(">I", 5_000_000) + b"<x/>"),
+            "not-xml": _author_says(port, frame(b"\x00\x01 binary junk")),
+            "not-voevent": _author_says(port, frame(b"<alert><id>1</id></alert>")),
+            "transport": _author_says(port, frame(transport_message("iamalive", "ivo://x/y"))),
+            "fails-xsd": _author_says(
+                port,
+                frame(
+                    b'<voe:VOEvent xmlns:voe="http://www.ivoa.net/xml/VOEvent/v2.0" version="2.0" '
+                    b'ivorn="ivo://x/y#1"><Bogus/></voe:VOEvent>'
+                ),
+            ),
+            "dtd": _author_says(
+                port, frame(b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "e">]><x>&e;</x>')
+            ),
+            "good": _author_says(port, frame(good)),
+            "again": _author_says(port, frame(good)),
+        }
+        got = sub.poll(5)
+        sub.close()
+    assert answers["too-long"].startswith("nak: frame of 5,000,000 bytes exceeds")
+    assert answers["not-xml"].startswith("nak: not well-formed XML")
+    assert answers["not-voevent"] == "nak: root element 'alert' is neither VOEvent nor Transport"
+    assert answers["transport"] == "nak: expected a VOEvent, got Transport role 'iamalive'"
+    assert answers["fails-xsd"].startswith("nak: fails the VOEvent 2.0 XSD")
+    assert answers["dtd"].startswith("nak: DTDs and entity declarations are not allowed")
+    assert answers["good"] == "ack: None"
+    assert answers["again"] == "nak: Previously seen"  # permanent: de-duplicated by content
+    assert got is not None and got.envelope.payload == good  # everyone else still served
+
+
+def test_vtp_broker_refuses_authors_outside_the_allow_list(alerts) -> None:
+    from refimpl.voevent_codec import VoeventSerializer
+    from transports.vtp import VtpBroker
+
+    good = VoeventSerializer(mode="reference").dumps(alerts[1])
+    with VtpBroker(author_allow=["10.0.0.0/8"]) as broker:
+        answer = _author_says(broker.receive_port, struct.pack(">I", len(good)) + good)
+    assert answer == "nak: author 127.0.0.1 is not allowed to publish"
+
+
+def test_vtp_broker_drops_a_subscriber_that_stops_answering_iamalive(alerts) -> None:
+    from refimpl.voevent_codec import VoeventSerializer
+    from transports.vtp import VtpBroker
+
+    with VtpBroker(iamalive_interval=0.3, iamalive_timeout=0.5) as broker:
+        transport = get_transport(broker.url)
+        good_sub = transport.open_subscriber()
+        silent = socket.create_connection(("127.0.0.1", broker.broadcast_port))
+        broker.wait_for_subscribers(2)
+        deadline = time.monotonic() + 10
+        while "did not answer iamalive" not in broker.dropped and time.monotonic() < deadline:
+            good_sub.poll(0.1)
+        assert broker.connected_subscribers() == 1  # the silent one is gone, ours answered
+        assert good_sub.iamalives >= 1
+        pub = transport.open_publisher()
+        pub.publish(
+            Envelope(
+                payload=VoeventSerializer(mode="reference").dumps(alerts[2]),
+                content_type="application/x-voevent+xml",
+                alert_id=2,
+            )
+        )
+        got = good_sub.poll(5)
+        good_sub.close()
+        silent.close()
+    assert "did not answer iamalive" in broker.dropped
+    assert got is not None

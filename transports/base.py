@@ -135,6 +135,7 @@ TRANSPORTS: dict[str, str] = {
     "grpcs": "transports.grpc:GrpcTransport",
     "zmq+tcp": "transports.zmq:ZmqTransport",
     "tcp": "transports.tcp:TcpTransport",
+    "vtp": "transports.vtp:VtpTransport",
 }
 
 

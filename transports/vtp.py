@@ -1,0 +1,556 @@
+"""VOEvent Transport Protocol (IVOA VTP 2.0, 2017): author, broker and subscriber.
+
+URL: ``vtp://127.0.0.1:BROADCAST_PORT?receive=RECEIVE_PORT`` — subscribers connect to the
+broker's broadcast port, authors to its receive port.
+
+The protocol, as implemented here:
+
+* A frame is a 4-byte network-order length and one XML document: a ``VOEvent`` or a
+  ``Transport`` (roles ``iamalive``, ``ack``, ``nak``, ``authenticate``).
+* An **author** opens a connection per event, sends it, and waits for ``ack`` or ``nak``; the
+  connection then closes. A nak is permanent: the event is not sent again (``naks`` keeps why).
+* The **broker** (:class:`VtpBroker`) reads one frame per author connection, refuses frames over
+  ``max_frame`` bytes, non-XML, non-VOEvent, XSD-invalid events, authors not in the allow-list and
+  events whose *bytes* it has already seen (de-duplication by content, not IVORN), each with a nak
+  whose ``Meta/Result`` says why; otherwise it acks and fans the bytes out to every subscriber.
+  It sends ``iamalive`` to a subscriber after ``iamalive_interval`` seconds of silence (at most
+  90 s by the standard) and drops one that does not answer within ``iamalive_timeout``.
+* A **subscriber** keeps one connection open (reconnecting with back-off), acks each event,
+  answers each ``iamalive``, and naks what is not a VOEvent.
+* Namespaces: the spec's examples, its schema and Comet disagree on the Transport namespace, so
+  incoming Transport messages are recognised by element name and role alone; outgoing ones use
+  the namespace of the spec's examples (``http://telescope-networks.org/schema/Transport/v1.1``).
+
+Frame size: Twisted-based peers (Comet) silently drop frames of 100,000 bytes or more by default,
+while a Rubin alert with embedded cutouts is ~250 KB as VOEvent XML: use cutouts by reference to
+talk to a stock peer, or raise the peer's limit. Ours is ``max_frame`` (16 MiB by default).
+Capabilities: no replay, per-message acknowledgement; the harness measures the cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import ipaddress
+import logging
+import queue
+import socket
+import struct
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
+
+from refimpl.voevent_xml import (
+    VOEVENT_NS,
+    VOEVENT_ROLES,
+    UnsafeXmlError,
+    parse_untrusted,
+    xsd_error,
+)
+from transports.base import (
+    Capabilities,
+    Envelope,
+    QueuedSubscriber,
+    Received,
+    Start,
+    TransportError,
+    parse_url,
+)
+from transports.framing import FrameError, recv_exact
+
+log = logging.getLogger(__name__)
+
+TRANSPORT_NS = "http://telescope-networks.org/schema/Transport/v1.1"
+TRANSPORT_SCHEMA_LOCATION = (
+    "http://telescope-networks.org/schema/Transport/v1.1 "
+    "http://telescope-networks.org/schema/Transport-v1.1.xsd"
+)
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+LENGTH = struct.Struct(">I")
+DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+CONTENT_TYPE = "application/x-voevent+xml"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def transport_message(
+    role: str, origin: str, response: str | None = None, result: str | None = None
+) -> bytes:
+    """A VTP Transport document, as the spec's examples write it."""
+    root = etree.Element(f"{{{TRANSPORT_NS}}}Transport", nsmap={"trn": TRANSPORT_NS, "xsi": XSI})
+    root.set("version", "1.0")
+    root.set("role", role)
+    root.set(f"{{{XSI}}}schemaLocation", TRANSPORT_SCHEMA_LOCATION)
+    etree.SubElement(root, "Origin").text = origin
+    if response:
+        etree.SubElement(root, "Response").text = response
+    etree.SubElement(root, "TimeStamp").text = _now()
+    if result:
+        meta = etree.SubElement(root, "Meta")
+        etree.SubElement(meta, "Result").text = result
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+@dataclass
+class Message:
+    """One parsed frame: a VOEvent (``kind='voevent'``) or a Transport message."""
+
+    kind: str
+    role: str
+    root: Any
+    data: bytes
+
+    def text(self, tag: str) -> str | None:
+        element = self.root.find(tag)
+        if element is None:  # some peers namespace the children
+            element = next((e for e in self.root if etree.QName(e).localname == tag), None)
+        return element.text if element is not None else None
+
+    @property
+    def result(self) -> str | None:
+        for element in self.root.iter():
+            if etree.QName(element).localname == "Result":
+                return element.text
+        return None
+
+
+def parse_message(data: bytes, max_frame: int) -> Message:
+    """Parse one frame; FrameError says what is wrong with it."""
+    try:
+        root = parse_untrusted(data, max_frame)
+    except UnsafeXmlError as exc:
+        raise FrameError(str(exc)) from exc
+    name = etree.QName(root)
+    role = root.get("role", "")
+    if name.localname == "Transport":
+        if role not in ("iamalive", "ack", "nak", "authenticate"):
+            raise FrameError(f"Transport message with unknown role {role!r}")
+        return Message("transport", role, root, data)
+    if name.localname == "VOEvent":
+        if name.namespace != VOEVENT_NS:
+            raise FrameError(f"VOEvent in namespace {name.namespace!r}, not {VOEVENT_NS}")
+        return Message("voevent", role or "observation", root, data)
+    raise FrameError(f"root element {name.localname!r} is neither VOEvent nor Transport")
+
+
+def send_frame(sock: socket.socket, data: bytes) -> None:
+    sock.sendall(LENGTH.pack(len(data)) + data)
+
+
+def read_frame(sock: socket.socket, max_frame: int) -> bytes:
+    (size,) = LENGTH.unpack(recv_exact(sock, LENGTH.size))
+    if size > max_frame:
+        raise FrameError(f"frame of {size:,} bytes exceeds the {max_frame:,}-byte maximum")
+    return recv_exact(sock, size)
+
+
+def alert_id_of(root: Any) -> int:
+    """The alert id in an IVORN's fragment (``ivo://.../rubin#123``), or -1."""
+    fragment = (root.get("ivorn") or "").rpartition("#")[2]
+    return int(fragment) if fragment.isdigit() else -1
+
+
+# -- broker ------------------------------------------------------------------------------------
+
+
+class _Session:
+    """One subscriber connection of the broker: a writer thread and a reader thread."""
+
+    def __init__(self, broker: VtpBroker, conn: socket.socket, peer: Any) -> None:
+        self.broker = broker
+        self.conn = conn
+        self.peer = peer
+        self.outbox: queue.Queue[bytes] = queue.Queue(maxsize=broker.subscriber_buffer)
+        self.outstanding = 0
+        self.acks = 0
+        self.naks: list[str] = []
+        self.last_heard = time.monotonic()
+        self.alive_sent_at: float | None = None
+        self.closed = threading.Event()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._write, daemon=True, name="vtp-session-w").start()
+        threading.Thread(target=self._read, daemon=True, name="vtp-session-r").start()
+
+    def _write(self) -> None:
+        broker = self.broker
+        while not self.closed.is_set():
+            try:
+                data = self.outbox.get(timeout=0.2)
+            except queue.Empty:
+                data = None
+            now = time.monotonic()
+            try:
+                if data is not None:
+                    # Per-message acknowledgement: bound what a subscriber may leave unanswered.
+                    deadline = now + broker.ack_timeout
+                    while self.outstanding >= broker.max_outstanding:
+                        if time.monotonic() > deadline or self.closed.is_set():
+                            return self.close("did not acknowledge events")
+                        time.sleep(0.001)
+                    with self._lock:
+                        self.outstanding += 1
+                    send_frame(self.conn, data)
+                    self.last_heard = max(self.last_heard, now)
+                elif self.alive_sent_at is not None:
+                    if now - self.alive_sent_at > broker.iamalive_timeout:
+                        return self.close("did not answer iamalive")
+                elif now - self.last_heard > broker.iamalive_interval:
+                    self.alive_sent_at = now
+                    send_frame(self.conn, transport_message("iamalive", broker.local_ivo))
+            except OSError as exc:
+                return self.close(f"write failed: {exc}")
+
+    def _read(self) -> None:
+        while not self.closed.is_set():
+            try:
+                message = parse_message(read_frame(self.conn, 1024 * 1024), 1024 * 1024)
+            except FrameError as exc:
+                return self.close(f"sent a bad frame: {exc}")
+            except (OSError, ConnectionResetError):
+                return self.close("disconnected")
+            self.last_heard = time.monotonic()
+            if message.role == "iamalive":
+                self.alive_sent_at = None
+            elif message.role in ("ack", "nak"):
+                with self._lock:
+                    self.outstanding = max(0, self.outstanding - 1)
+                if message.role == "ack":
+                    self.acks += 1
+                else:
+                    self.naks.append(message.result or "no reason given")
+
+    def close(self, reason: str) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        if reason != "disconnected":
+            log.warning("VTP broker dropped subscriber %s: %s", self.peer, reason)
+        self.broker._forget(self, reason)
+        with contextlib.suppress(OSError):
+            self.conn.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self.conn.close()
+
+
+class VtpBroker:
+    """A VTP broker on 127.0.0.1: receives from authors, validates, de-duplicates, fans out."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        *,
+        receive_port: int = 0,
+        broadcast_port: int = 0,
+        local_ivo: str = "ivo://alertbench.example/vtp-broker",
+        max_frame: int = DEFAULT_MAX_FRAME,
+        validate: bool = True,
+        author_allow: list[str] | None = None,
+        iamalive_interval: float = 60.0,
+        iamalive_timeout: float = 30.0,
+        ack_timeout: float = 30.0,
+        max_outstanding: int = 1,
+        subscriber_buffer: int = 10_000,
+        dedupe_window: int = 1_000_000,
+    ) -> None:
+        self.local_ivo = local_ivo
+        self.max_frame = max_frame
+        self.validate = validate
+        self.author_allow = [ipaddress.ip_network(a) for a in (author_allow or [])] or None
+        self.iamalive_interval = min(iamalive_interval, 90.0)  # VTP: at most 90 s of silence
+        self.iamalive_timeout = iamalive_timeout
+        self.ack_timeout = ack_timeout
+        self.max_outstanding = max_outstanding
+        self.subscriber_buffer = subscriber_buffer
+        self._receive = socket.create_server((host, receive_port))
+        self._broadcast = socket.create_server((host, broadcast_port))
+        self.host = host
+        self.receive_port = self._receive.getsockname()[1]
+        self.broadcast_port = self._broadcast.getsockname()[1]
+        self._sessions: list[_Session] = []
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._window = dedupe_window
+        self._stop = threading.Event()
+        self.accepted = 0
+        self.refused: list[str] = []
+        self.dropped: list[str] = []
+        for target, name in (
+            (self._accept_authors, "vtp-receive"),
+            (self._accept_subscribers, "vtp-broadcast"),
+        ):
+            threading.Thread(target=target, daemon=True, name=name).start()
+
+    @property
+    def url(self) -> str:
+        return f"vtp://{self.host}:{self.broadcast_port}?receive={self.receive_port}"
+
+    def connected_subscribers(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def wait_for_subscribers(self, n: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while (have := self.connected_subscribers()) < n:
+            if time.monotonic() > deadline:
+                raise TransportError(f"only {have} of {n} VTP subscribers connected")
+            time.sleep(0.01)
+
+    def _accept_authors(self) -> None:
+        self._receive.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, peer = self._receive.accept()
+            except (TimeoutError, OSError):
+                continue
+            threading.Thread(target=self._author, args=(conn, peer), daemon=True).start()
+
+    def _accept_subscribers(self) -> None:
+        self._broadcast.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, peer = self._broadcast.accept()
+            except (TimeoutError, OSError):
+                continue
+            conn.settimeout(None)
+            session = _Session(self, conn, peer)
+            with self._lock:
+                self._sessions.append(session)
+
+    def _forget(self, session: _Session, reason: str) -> None:
+        self.dropped.append(reason)
+        with self._lock:
+            if session in self._sessions:
+                self._sessions.remove(session)
+
+    def _refuse(self, conn: socket.socket, origin: str, reason: str) -> None:
+        self.refused.append(reason)
+        log.warning("VTP broker refused an event: %s", reason)
+        with contextlib.suppress(OSError):
+            send_frame(conn, transport_message("nak", origin, self.local_ivo, result=reason))
+
+    def _author(self, conn: socket.socket, peer: Any) -> None:
+        conn.settimeout(30.0)
+        try:
+            if self.author_allow and not any(
+                ipaddress.ip_address(peer[0]) in net for net in self.author_allow
+            ):
+                return self._refuse(conn, "", f"author {peer[0]} is not allowed to publish")
+            try:
+                data = read_frame(conn, self.max_frame)
+                message = parse_message(data, self.max_frame)
+            except FrameError as exc:
+                return self._refuse(conn, "", str(exc))
+            if message.kind != "voevent":
+                return self._refuse(
+                    conn,
+                    message.text("Origin") or "",
+                    f"expected a VOEvent, got Transport role {message.role!r}",
+                )
+            ivorn = message.root.get("ivorn", "")
+            if self.validate and (error := xsd_error(message.root)):
+                return self._refuse(conn, ivorn, f"fails the VOEvent 2.0 XSD: {error}")
+            digest = hashlib.sha256(data).digest()
+            with self._lock:
+                if digest in self._seen:
+                    duplicate = True
+                else:
+                    duplicate = False
+                    self._seen[digest] = None
+                    if len(self._seen) > self._window:
+                        self._seen.popitem(last=False)
+            if duplicate:
+                return self._refuse(conn, ivorn, "Previously seen")
+            send_frame(conn, transport_message("ack", ivorn, self.local_ivo))
+            self.accepted += 1
+            with self._lock:
+                sessions = list(self._sessions)
+            for session in sessions:
+                try:
+                    session.outbox.put(data, timeout=self.ack_timeout)
+                except queue.Full:
+                    session.close("fell too far behind (outbox full)")
+        except OSError as exc:
+            log.info("VTP author connection %s ended: %s", peer, exc)
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            sessions = list(self._sessions)
+        for session in sessions:
+            session.close("broker stopping")
+        self._receive.close()
+        self._broadcast.close()
+
+    def __enter__(self) -> VtpBroker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# -- clients -------------------------------------------------------------------------------------
+
+
+class VtpTransport:
+    capabilities = Capabilities(
+        replay=False,
+        durable=False,
+        fanout=True,
+        backpressure=True,
+        acknowledgement="per-message",
+    )
+    accepts_only = CONTENT_TYPE
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        local_ivo: str = "ivo://alertbench.example/vtp-client",
+        **_: Any,
+    ) -> None:
+        _, netloc, _, query = parse_url(url)
+        host, _, port = netloc.rpartition(":")
+        self.url = url
+        self.host = host or "127.0.0.1"
+        self.broadcast_port = int(port)
+        self.receive_port = int(query["receive"]) if "receive" in query else None
+        self.max_frame = int(query.get("max_frame", max_frame))
+        self.local_ivo = local_ivo
+
+    def open_publisher(self, **options: Any) -> VtpPublisher:
+        if self.receive_port is None:
+            raise TransportError(f"{self.url}: an author needs the broker's ?receive=PORT")
+        return VtpPublisher(self, **options)
+
+    def open_subscriber(self, start: Start | None = None, **options: Any) -> VtpSubscriber:
+        if start is not None and start.kind != "latest":
+            raise TransportError(f"vtp has no replay: it cannot start from {start.kind!r}")
+        return VtpSubscriber(self, **options)
+
+
+class VtpPublisher:
+    """A VTP author: one connection per event, waits for ack or nak (a nak is never retried)."""
+
+    def __init__(self, transport: VtpTransport, timeout: float = 30.0) -> None:
+        self.transport = transport
+        self.timeout = timeout
+        self.acked: list[int] = []
+        self.naks: list[tuple[int, str]] = []
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    def publish(self, envelope: Envelope) -> None:
+        address = (self.transport.host, self.transport.receive_port)
+        try:
+            with socket.create_connection(address, timeout=self.timeout) as sock:
+                send_frame(sock, envelope.payload)
+                reply = read_frame(sock, 1024 * 1024)
+        except (OSError, FrameError) as exc:
+            raise TransportError(f"VTP broker at {address} did not answer: {exc}") from exc
+        self.bytes_sent += LENGTH.size + len(envelope.payload)
+        self.bytes_received += LENGTH.size + len(reply)
+        message = parse_message(reply, 1024 * 1024)
+        if message.role == "ack":
+            self.acked.append(envelope.alert_id)
+        elif message.role == "nak":
+            self.naks.append((envelope.alert_id, message.result or "no reason given"))
+        else:
+            raise TransportError(f"VTP broker answered with role {message.role!r}")
+
+    def flush(self, timeout: float = 30.0) -> int:
+        return 0  # every publish already waited for its ack or nak
+
+    def close(self) -> None:
+        pass
+
+
+class VtpSubscriber(QueuedSubscriber):
+    """A VTP subscriber: acks events, answers iamalive, reconnects with back-off."""
+
+    def __init__(self, transport: VtpTransport, buffer: int = 1000, reconnect: bool = True) -> None:
+        self.transport = transport
+        self.reconnect = reconnect
+        self._init_queue(buffer)
+        self._sock: socket.socket | None = None
+        self.errors: list[str] = []
+        self.iamalives = 0
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self._thread = threading.Thread(target=self._run, daemon=True, name="vtp-subscriber")
+        self._thread.start()
+
+    def _reply(self, sock: socket.socket, data: bytes) -> None:
+        send_frame(sock, data)
+        self.bytes_sent += LENGTH.size + len(data)
+
+    def _run(self) -> None:
+        backoff = 0.05
+        address = (self.transport.host, self.transport.broadcast_port)
+        local = self.transport.local_ivo
+        while not self._stop.is_set():
+            try:
+                sock = socket.create_connection(address, timeout=2.0)
+            except OSError:
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.05
+            sock.settimeout(None)
+            self._sock = sock
+            try:
+                while not self._stop.is_set():
+                    data = read_frame(sock, self.transport.max_frame)
+                    self.bytes_received += LENGTH.size + len(data)
+                    try:
+                        message = parse_message(data, self.transport.max_frame)
+                    except FrameError as exc:
+                        self.errors.append(str(exc))
+                        self._reply(sock, transport_message("nak", "", local, result=str(exc)))
+                        continue
+                    if message.kind == "voevent":
+                        ivorn = message.root.get("ivorn", "")
+                        self._reply(sock, transport_message("ack", ivorn, local))
+                        envelope = Envelope(
+                            payload=data,
+                            content_type=CONTENT_TYPE,
+                            alert_id=alert_id_of(message.root),
+                        )
+                        self._put(Received(envelope, time.time_ns(), origin=ivorn))
+                    elif message.role == "iamalive":
+                        self.iamalives += 1
+                        self._reply(
+                            sock, transport_message("iamalive", message.text("Origin") or "", local)
+                        )
+            except FrameError as exc:
+                self.errors.append(str(exc))
+                log.warning("VTP subscriber dropped the connection to %s: %s", address, exc)
+            except OSError:
+                pass
+            finally:
+                with contextlib.suppress(OSError):
+                    sock.close()
+                self._sock = None
+            if not self.reconnect:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=3)
+
+
+__all__ = ["VOEVENT_ROLES", "VtpBroker", "VtpTransport", "transport_message"]
