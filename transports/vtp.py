@@ -275,6 +275,7 @@ class VtpBroker:
         self.broadcast_port = self._broadcast.getsockname()[1]
         self._sessions: list[_Session] = []
         self._lock = threading.Lock()
+        self._fanout = threading.Lock()
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._window = dedupe_window
         self._stop = threading.Event()
@@ -367,15 +368,18 @@ class VtpBroker:
                         self._seen.popitem(last=False)
             if duplicate:
                 return self._refuse(conn, ivorn, "Previously seen")
+            # Queue for every subscriber *before* acknowledging, one event at a time, so that
+            # subscribers see events in the order their authors were acknowledged.
+            with self._fanout:
+                with self._lock:
+                    sessions = list(self._sessions)
+                for session in sessions:
+                    try:
+                        session.outbox.put(data, timeout=self.ack_timeout)
+                    except queue.Full:
+                        session.close("fell too far behind (outbox full)")
+                self.accepted += 1
             send_frame(conn, transport_message("ack", ivorn, self.local_ivo))
-            self.accepted += 1
-            with self._lock:
-                sessions = list(self._sessions)
-            for session in sessions:
-                try:
-                    session.outbox.put(data, timeout=self.ack_timeout)
-                except queue.Full:
-                    session.close("fell too far behind (outbox full)")
         except OSError as exc:
             log.info("VTP author connection %s ended: %s", peer, exc)
         finally:
