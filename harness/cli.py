@@ -360,6 +360,20 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("-o", "--output", type=Path, default=Path("out/matrix"))
     mat.set_defaults(func=cmd_matrix)
 
+    vb = sub.add_parser(
+        "vtp-bench",
+        help="the same VOEvents through tcp, Kafka, our VTP broker and Comet, in one run",
+        description="Measure VTP's cost: publish the same VOEvent packets through the tcp "
+        "baseline, Kafka, alertbench's VTP broker and Comet 3.1.0 (installed from PyPI into its "
+        "own environment), inside a loopback-only network namespace (unshare -n).",
+    )
+    vb.add_argument("--alerts", type=int, default=10_000)
+    vb.add_argument("--no-kafka", action="store_true")
+    vb.add_argument("--no-comet", action="store_true")
+    vb.add_argument("-o", "--output", type=Path, default=Path("out/vtp-bench"))
+    vb.add_argument("--inside-namespace", action="store_true", help=argparse.SUPPRESS)
+    vb.set_defaults(func=cmd_vtp_bench)
+
     rep = sub.add_parser("report", help="regenerate report.md and plots from a results.json")
     rep.add_argument("folder", type=Path, help="a folder holding results.json")
     rep.set_defaults(func=cmd_report)
@@ -491,6 +505,28 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         )
     path = matrix.write_results(rows, environment(), args.output, args.alerts)
     out.print(f"report: {path}")
+    out.print(path.read_text(), markup=False, highlight=False)
+    return 0
+
+
+def cmd_vtp_bench(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from harness import vtp_bench
+    from harness.comet import comet_venv
+    from harness.visit_bench import environment
+
+    if not args.inside_namespace:
+        if not args.no_comet:
+            comet_venv()  # install before entering the namespace, which has no network
+        cmd = [sys.executable, "-m", "harness.cli", *sys.argv[1:], "--inside-namespace"]
+        script = "ip link set lo up && exec " + " ".join(f"'{c}'" for c in cmd)
+        return subprocess.run(["unshare", "-n", "sh", "-c", script]).returncode
+    venv = None if args.no_comet else comet_venv()
+    rows = vtp_bench.run(args.alerts, venv, with_kafka=not args.no_kafka)
+    env = environment()
+    env["command"] = "alertbench " + " ".join(a for a in sys.argv[1:] if a != "--inside-namespace")
+    path = vtp_bench.write_report(rows, env, args.output, args.alerts)
     out.print(path.read_text(), markup=False, highlight=False)
     return 0
 

@@ -57,6 +57,9 @@ class VisitResult:
     server_cpu_seconds: float = 0.0
     """CPU time of external server processes (the Kafka JVMs) during the run."""
     decode_errors: int = 0
+    client_wire_bytes: int = 0
+    """Bytes the publisher and subscriber moved on their sockets, both ways, where the transport
+    counts them (VTP: events, acks and iamalives); 0 where it does not."""
 
 
 def payload_pool(count: int, seed: int, serializer_name: str = "avro") -> tuple[list[bytes], str]:
@@ -98,6 +101,7 @@ def run_visit(
     make_payload: Callable[[int], bytes] | None = None,
     decode: Callable[[bytes], Any] | None = None,
     server_pids: list[int] | None = None,
+    wait_ready: Callable[[], None] | None = None,
     **transport_options: Any,
 ) -> VisitResult:
     """Publish ``n_alerts`` to ``url`` while a subscriber thread consumes them.
@@ -116,8 +120,13 @@ def run_visit(
     subscriber = transport.open_subscriber(Start.latest())
     publisher = transport.open_publisher()
     wait = getattr(publisher, "wait_for_subscribers", None)
-    if wait is not None:
+    if wait_ready is not None:
+        wait_ready()
+    elif wait is not None:
         wait(1, timeout=10)
+    # Transports that carry no metadata (VTP frames hold only the VOEvent) get their intended
+    # send times from here, by alert id: one clock, one process.
+    intended_by_id: dict[int, int] = {}
 
     def consume() -> None:
         while len(received_ids) < n_alerts:
@@ -137,7 +146,11 @@ def run_visit(
                 counters["duplicates"] += 1
                 continue
             # Latency from the *intended* send time: a producer that falls behind shows up.
-            start_ns = item.envelope.t_intended_ns or item.envelope.t_sent_ns
+            start_ns = (
+                item.envelope.t_intended_ns
+                or item.envelope.t_sent_ns
+                or intended_by_id.get(alert_id, t_received)
+            )
             histogram.record_value(max(1, (t_received - start_ns) // 1000))
             received_ids.add(alert_id)
             counters["last_received"] = t_received
@@ -152,6 +165,7 @@ def run_visit(
     p_start = time.perf_counter()
     for i in range(n_alerts):
         intended = time.time_ns()
+        intended_by_id[i] = intended
         payload = make(i)
         publisher.publish(
             Envelope(
@@ -175,6 +189,10 @@ def run_visit(
     server_cpu = process_cpu_seconds(server_pids or []) - server0
     subscriber.close()
     publisher.close()
+    wire = sum(
+        getattr(c, "bytes_sent", 0) + getattr(c, "bytes_received", 0)
+        for c in (publisher, subscriber)
+    )
     e2e = ((counters["last_received"] or time.time_ns()) - t_start) / 1e9
     received = len(received_ids)
     return VisitResult(
@@ -195,6 +213,7 @@ def run_visit(
         cpu_seconds=cpu,
         server_cpu_seconds=server_cpu,
         decode_errors=counters["decode_errors"],
+        client_wire_bytes=wire,
     )
 
 

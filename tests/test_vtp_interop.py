@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from refimpl.paths import cache_dir
+from harness import comet as harness_comet
+from refimpl.errors import AlertbenchError
 
 from .conftest import IN_CI
-
-COMET = "Comet==3.1.0"
 
 
 def _unavailable(message: str) -> None:
@@ -30,20 +29,11 @@ def _unavailable(message: str) -> None:
 
 @pytest.fixture(scope="module")
 def comet_venv() -> Path:
-    venv = cache_dir() / "comet-3.1.0-venv"
-    twistd = venv / "bin" / "twistd"
-    if not twistd.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        result = subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "-q", COMET],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if result.returncode != 0 or not twistd.exists():
-            shutil.rmtree(venv, ignore_errors=True)
-            _unavailable(f"could not install {COMET} from PyPI:\n{result.stderr[-2000:]}")
-    return venv
+    try:
+        return harness_comet.comet_venv()
+    except AlertbenchError as exc:
+        _unavailable(str(exc))
+        raise
 
 
 @pytest.fixture(scope="module")
