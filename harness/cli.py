@@ -374,6 +374,25 @@ def build_parser() -> argparse.ArgumentParser:
     vb.add_argument("--inside-namespace", action="store_true", help=argparse.SUPPRESS)
     vb.set_defaults(func=cmd_vtp_bench)
 
+    run = sub.add_parser(
+        "run",
+        help="run a workload file (LSST's schedule, paced) over one transport and serialization",
+        description="Run a declarative workload (harness/workloads/*.yaml, or a path) over one "
+        "transport and serialization, paced by its schedule, with its number of subscribers; "
+        "latency runs from each alert's intended send time to after decode.",
+    )
+    run.add_argument(
+        "workload", help="a YAML file, or a name: lsst-design-night, peak-visit, quick-night"
+    )
+    run.add_argument(
+        "--transport",
+        default="kafka",
+        help="a transport kind (kafka, grpc, zmq-pubsub, zmq-pushpull, tcp) or URL",
+    )
+    run.add_argument("--serializer", default="avro", choices=sorted(SERIALIZERS))
+    run.add_argument("-o", "--output", type=Path, default=None, help="write the result JSON")
+    run.set_defaults(func=cmd_run)
+
     rep = sub.add_parser("report", help="regenerate report.md and plots from a results.json")
     rep.add_argument("folder", type=Path, help="a folder holding results.json")
     rep.set_defaults(func=cmd_report)
@@ -529,6 +548,48 @@ def cmd_vtp_bench(args: argparse.Namespace) -> int:
     path = vtp_bench.write_report(rows, env, args.output, args.alerts)
     out.print(path.read_text(), markup=False, highlight=False)
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.kafka_cluster import KafkaCluster
+    from harness.matrix import TRANSPORT_KINDS, transport_url
+    from harness.visit_bench import environment
+    from harness.workload import Workload, run_workload
+
+    workload = Workload.load(args.workload)
+    cluster = None
+    try:
+        if args.transport in TRANSPORT_KINDS:
+            if args.transport == "kafka":
+                console.print("starting a local Kafka (KRaft, 1 broker)...")
+                cluster = KafkaCluster(brokers=1).start()
+            ctx = transport_url(args.transport, cluster)
+        else:
+            from contextlib import nullcontext
+
+            ctx = nullcontext((args.transport, []))
+        with ctx as (url, pids), _progress() as progress:
+            row = run_workload(workload, url, args.serializer, progress=progress, server_pids=pids)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    row["environment"] = environment()
+    lat = row["latency_us"]
+    out.print(
+        f"{workload.name} over {args.transport} x {args.serializer}: {row['alerts_sent']:,} "
+        f"alerts offered at {row['offered_alerts_per_second']:,.0f}/s to "
+        f"{workload.subscribers} subscriber(s); lost {row['lost']:,}, duplicates "
+        f"{row['duplicates']:,}, sent behind schedule {row['sent_behind_schedule']:,}; latency "
+        f"p50 {lat['p50'] / 1e3:,.1f} ms, p99 {lat['p99'] / 1e3:,.1f} ms, max "
+        f"{lat['max'] / 1e3:,.1f} ms; {row['within_60s_fraction'] * 100:.2f}% within 60 s; "
+        f"{row['cores_per_stream_at_lsst_rate']:.2f} cores per stream at LSST's rate",
+        markup=False,
+    )
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(row, indent=2, sort_keys=True, default=str) + "\n")
+        out.print(f"wrote {args.output}")
+    return 0 if row["lost"] == 0 else 1
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -1,0 +1,221 @@
+"""Declarative workloads and the paced runner: LSST's schedule, not a burst as fast as possible.
+
+A workload file (``harness/workloads/*.yaml``) says how many visits, how many alerts each, the
+cadence, the window in which the 189 per-CCD bursts of a visit fall, the time compression and the
+number of subscribers (full streams out). The runner gives every alert an *intended* send time
+from that schedule and sends it then (or as soon as it can, if it is behind); latency runs from
+the intended time to after decode at each subscriber, so a producer that falls behind shows up as
+latency instead of hiding it (coordinated omission).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from hdrh.histogram import HdrHistogram
+
+from harness.visit_bench import LSST_RATE, PERCENTILES, alert_pool
+from refimpl.errors import AlertbenchError
+from refimpl.serializer import get_serializer
+from refimpl.simulator import AlertSimulator, SimulationConfig
+from transports.base import Envelope, get_transport
+
+WORKLOADS_DIR = Path(__file__).with_name("workloads")
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    visits: int
+    alerts_per_visit: float
+    cadence_s: float = 39.0
+    burst_window_s: float = 3.0
+    ccds: int = 189
+    time_compression: float = 1.0
+    subscribers: int = 1
+    alerts_per_visit_sigma: float = 0.0
+    alert_pool: int = 200
+    seed: int = 1
+    description: str = ""
+
+    @classmethod
+    def load(cls, path: str | Path) -> Workload:
+        """A workload from a YAML file (or the name of one in harness/workloads/)."""
+        candidate = Path(path)
+        if not candidate.exists():
+            candidate = WORKLOADS_DIR / f"{path}.yaml"
+        if not candidate.exists():
+            known = ", ".join(sorted(p.stem for p in WORKLOADS_DIR.glob("*.yaml")))
+            raise AlertbenchError(f"no workload {str(path)!r} (known: {known})")
+        data = yaml.safe_load(candidate.read_text())
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise AlertbenchError(f"{candidate}: unknown workload fields {sorted(unknown)}")
+        return cls(**data)
+
+    def schedule(self) -> list[tuple[int, float]]:
+        """(visit index, intended send offset in seconds) of every alert, in send order."""
+        sim = AlertSimulator(
+            SimulationConfig(
+                seed=self.seed,
+                alerts_per_visit_mean=self.alerts_per_visit,
+                alerts_per_visit_sigma=self.alerts_per_visit_sigma,
+                ccds=self.ccds,
+            )
+        )
+        rng = np.random.default_rng(self.seed)
+        out: list[tuple[int, float]] = []
+        for v in range(self.visits):
+            visit = sim.visit(v)
+            start = v * self.cadence_s / self.time_compression
+            window = self.burst_window_s / self.time_compression
+            # each CCD's worker finishes at its own moment in the window and emits its burst
+            finish = np.sort(rng.uniform(0.0, window, len(visit.ccd_counts)))
+            for ccd_time, count in zip(finish, visit.ccd_counts, strict=True):
+                out.extend((v, start + float(ccd_time)) for _ in range(count))
+        return out
+
+
+def run_workload(
+    workload: Workload,
+    url: str,
+    serializer_name: str,
+    progress: Any = None,
+    server_pids: list[int] | None = None,
+    idle_timeout: float = 30.0,
+) -> dict[str, Any]:
+    """Run ``workload`` against ``url``; one result row (the matrix report's format)."""
+    codec = get_serializer(serializer_name)
+    pool = alert_pool(workload.alert_pool, workload.seed)
+    schedule = workload.schedule()
+    n = len(schedule)
+    transport = get_transport(url)
+    if hasattr(transport, "ensure_topic"):
+        transport.ensure_topic(partitions=3)
+    fanout = transport.capabilities.fanout
+    subscribers = [transport.open_subscriber() for _ in range(workload.subscribers)]
+    publisher = transport.open_publisher()
+    wait = getattr(publisher, "wait_for_subscribers", None)
+    if wait is not None:
+        wait(len(subscribers), timeout=15)
+    histogram = HdrHistogram(1, 600_000_000, 3)
+    lock = threading.Lock()
+    per_sub: list[dict[str, Any]] = [
+        {"ids": set(), "dups": 0, "errors": 0, "last": 0} for _ in subscribers
+    ]
+    expected_each = n if fanout else None
+
+    def consume(k: int) -> None:
+        sub, state = subscribers[k], per_sub[k]
+        while True:
+            if expected_each is not None and len(state["ids"]) >= expected_each:
+                return
+            if expected_each is None and sum(len(s["ids"]) for s in per_sub) >= n:
+                return
+            item = sub.poll(idle_timeout)
+            if item is None:
+                return
+            try:
+                codec.loads(item.envelope.payload)
+            except AlertbenchError:
+                state["errors"] += 1
+                continue
+            now = time.time_ns()
+            alert_id = item.envelope.alert_id
+            if alert_id in state["ids"]:
+                state["dups"] += 1
+                continue
+            state["ids"].add(alert_id)
+            state["last"] = now
+            with lock:
+                histogram.record_value(max(1, (now - item.envelope.t_intended_ns) // 1000))
+
+    threads = [
+        threading.Thread(target=consume, args=(k,), daemon=True) for k in range(len(subscribers))
+    ]
+    for t in threads:
+        t.start()
+    task = progress.add_task(f"{workload.name}", total=n) if progress else None
+    cpu0 = time.process_time()
+    from harness.visit_bench import process_cpu_seconds
+
+    server0 = process_cpu_seconds(server_pids or [])
+    t0 = time.time_ns() + 200_000_000  # start 0.2 s from now
+    behind = 0
+    payload_bytes = 0
+    for i, (_visit, offset) in enumerate(schedule):
+        intended = t0 + int(offset * 1e9)
+        delay = (intended - time.time_ns()) / 1e9
+        if delay > 0:
+            time.sleep(delay)
+        elif delay < -0.001:
+            behind += 1
+        payload = codec.dumps(pool[i % len(pool)])
+        payload_bytes += len(payload)
+        publisher.publish(
+            Envelope(
+                payload=payload,
+                content_type=codec.content_type,
+                alert_id=i,
+                t_shutter_ns=t0,
+                t_intended_ns=intended,
+                sequence=i,
+            )
+        )
+        if task is not None and i % 50 == 0:
+            progress.update(task, completed=i)
+    publisher.flush(120)
+    for t in threads:
+        t.join(timeout=idle_timeout + 600)
+    cpu = time.process_time() - cpu0
+    server_cpu = process_cpu_seconds(server_pids or []) - server0
+    for sub in subscribers:
+        sub.close()
+    publisher.close()
+    received = [len(s["ids"]) for s in per_sub]
+    delivered = sum(received) if not fanout else min(received)
+    last = max(s["last"] for s in per_sub) or time.time_ns()
+    duration = (last - t0) / 1e9
+    lat = {f"p{p:g}": float(histogram.get_value_at_percentile(p)) for p in PERCENTILES}
+    lat["max"] = float(histogram.get_max_value())
+    streams = workload.subscribers if fanout else 1
+    offered = n / max(schedule[-1][1], 1e-9) if n > 1 else 0.0
+    return {
+        "workload": asdict(workload),
+        "transport_url": url,
+        "serializer": serializer_name,
+        "capabilities": asdict(transport.capabilities),
+        "alerts_sent": n,
+        "alerts_received_per_subscriber": received,
+        "lost": n - delivered,
+        "duplicates": sum(s["dups"] for s in per_sub),
+        "decode_errors": sum(s["errors"] for s in per_sub),
+        "sent_behind_schedule": behind,
+        "offered_alerts_per_second": offered,
+        "delivered_alerts_per_second": delivered / duration if duration > 0 else 0.0,
+        "bytes_per_alert": payload_bytes / n,
+        "latency_us": lat,
+        "within_60s_fraction": _fraction_within(histogram, 60_000_000),
+        "cpu_seconds_per_alert": (cpu + server_cpu) / max(delivered * streams, 1),
+        "cores_per_stream_at_lsst_rate": (cpu + server_cpu)
+        / max(delivered * streams, 1)
+        * LSST_RATE,
+    }
+
+
+def _fraction_within(histogram: HdrHistogram, limit_us: int) -> float:
+    total = histogram.get_total_count()
+    if not total:
+        return 0.0
+    within = sum(
+        item.count_added_in_this_iter_step
+        for item in histogram.get_recorded_iterator()
+        if item.value_iterated_to <= limit_us
+    )
+    return within / total
