@@ -393,6 +393,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", type=Path, default=None, help="write the result JSON")
     run.set_defaults(func=cmd_run)
 
+    mr = sub.add_parser(
+        "max-rate",
+        help="search the maximum sustainable rate of one transport x serialization",
+        description="Offer constant rates (doubling, then bisecting) to one subscriber; a rate "
+        "is sustainable when nothing is lost, <=1%% of alerts are sent >50 ms late and p99 "
+        "latency stays under the bound.",
+    )
+    mr.add_argument(
+        "--transport", default="tcp", help="kafka, grpc, zmq-pubsub, zmq-pushpull or tcp"
+    )
+    mr.add_argument("--serializer", default="avro", choices=sorted(SERIALIZERS))
+    mr.add_argument("--start", type=float, default=50.0, help="first rate tried, alerts/s")
+    mr.add_argument("--seconds", type=float, default=6.0, help="duration of each step")
+    mr.add_argument("--latency-bound", type=float, default=1.0, help="p99 bound, seconds")
+    mr.add_argument("-o", "--output", type=Path, default=None, help="write the result JSON")
+    mr.set_defaults(func=cmd_max_rate)
+
     rep = sub.add_parser("report", help="regenerate report.md and plots from a results.json")
     rep.add_argument("folder", type=Path, help="a folder holding results.json")
     rep.set_defaults(func=cmd_report)
@@ -590,6 +607,47 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.output.write_text(json.dumps(row, indent=2, sort_keys=True, default=str) + "\n")
         out.print(f"wrote {args.output}")
     return 0 if row["lost"] == 0 else 1
+
+
+def cmd_max_rate(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
+    from harness.kafka_cluster import KafkaCluster
+    from harness.matrix import transport_url
+    from harness.max_rate import find_max_rate
+    from harness.visit_bench import environment
+
+    with ExitStack() as stack:
+        cluster = None
+        if args.transport == "kafka":
+            console.print("starting a local Kafka (KRaft, 1 broker)...")
+            cluster = stack.enter_context(KafkaCluster(brokers=1))
+
+        def url_for_step() -> str:
+            url, _ = stack.enter_context(transport_url(args.transport, cluster))
+            return url
+
+        with _progress() as progress:
+            result = find_max_rate(
+                url_for_step,
+                args.serializer,
+                start=args.start,
+                seconds=args.seconds,
+                latency_bound_s=args.latency_bound,
+                progress=progress,
+            )
+    result["transport"] = args.transport
+    result["environment"] = environment()
+    out.print(
+        f"{args.transport} x {args.serializer}: maximum sustainable rate "
+        f"{result['max_sustainable_rate']:,.0f} alerts/s = {result['headroom_over_lsst']:.2f}x "
+        f"LSST's average rate (p99 <= {args.latency_bound:g} s, nothing lost, <=1% late)",
+        markup=False,
+    )
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
