@@ -410,6 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
     mr.add_argument("-o", "--output", type=Path, default=None, help="write the result JSON")
     mr.set_defaults(func=cmd_max_rate)
 
+    ev = sub.add_parser(
+        "evidence",
+        help="regenerate results/voevent3-evidence.md from the published runs",
+    )
+    ev.add_argument("--results", type=Path, default=Path("results"))
+    ev.set_defaults(func=cmd_evidence)
+
     rep = sub.add_parser("report", help="regenerate report.md and plots from a results.json")
     rep.add_argument("folder", type=Path, help="a folder holding results.json")
     rep.set_defaults(func=cmd_report)
@@ -647,6 +654,14 @@ def cmd_max_rate(args: argparse.Namespace) -> int:
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+def cmd_evidence(args: argparse.Namespace) -> int:
+    from harness import evidence
+
+    path = evidence.write(args.results)
+    out.print(f"wrote {path}")
     return 0
 
 

@@ -84,3 +84,12 @@ def test_a_results_json_regenerates_the_same_report(tmp_path) -> None:
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["environment"]["cpus"] and data["environment"]["git_commit"]
     assert (tmp_path / "throughput-latency.png").stat().st_size > 10_000
+
+
+def test_the_published_voevent3_evidence_is_generated_from_the_published_json() -> None:
+    from pathlib import Path
+
+    from harness import evidence
+
+    results = Path(__file__).resolve().parent.parent / "results"
+    assert evidence.render(results) == (results / "voevent3-evidence.md").read_text()
