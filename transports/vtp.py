@@ -282,11 +282,17 @@ class VtpBroker:
         self.accepted = 0
         self.refused: list[str] = []
         self.dropped: list[str] = []
-        for target, name in (
-            (self._accept_authors, "vtp-receive"),
-            (self._accept_subscribers, "vtp-broadcast"),
-        ):
-            threading.Thread(target=target, daemon=True, name=name).start()
+        self._receive.settimeout(0.2)  # before the threads start: stop() may come at once
+        self._broadcast.settimeout(0.2)
+        self._threads = [
+            threading.Thread(target=target, daemon=True, name=name)
+            for target, name in (
+                (self._accept_authors, "vtp-receive"),
+                (self._accept_subscribers, "vtp-broadcast"),
+            )
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def url(self) -> str:
@@ -304,21 +310,23 @@ class VtpBroker:
             time.sleep(0.01)
 
     def _accept_authors(self) -> None:
-        self._receive.settimeout(0.2)
         while not self._stop.is_set():
             try:
                 conn, peer = self._receive.accept()
-            except (TimeoutError, OSError):
+            except TimeoutError:
                 continue
+            except OSError:
+                return  # the listening socket was closed: the broker is stopping
             threading.Thread(target=self._author, args=(conn, peer), daemon=True).start()
 
     def _accept_subscribers(self) -> None:
-        self._broadcast.settimeout(0.2)
         while not self._stop.is_set():
             try:
                 conn, peer = self._broadcast.accept()
-            except (TimeoutError, OSError):
+            except TimeoutError:
                 continue
+            except OSError:
+                return  # the listening socket was closed: the broker is stopping
             conn.settimeout(None)
             session = _Session(self, conn, peer)
             with self._lock:
@@ -392,6 +400,8 @@ class VtpBroker:
             sessions = list(self._sessions)
         for session in sessions:
             session.close("broker stopping")
+        for thread in self._threads:
+            thread.join(timeout=2)
         self._receive.close()
         self._broadcast.close()
 
