@@ -27,7 +27,8 @@ from refimpl.voevent_codec import VoeventSerializer
 from transports.framing import ENVELOPE_HEADER, LENGTH
 from transports.vtp import VtpBroker
 
-RAISE_LIMIT = (
+# Runs twistd with Twisted's frame limit raised from 99,999 bytes to 16 MiB.
+COMET_RAISED_LIMIT = (
     "import sys, twisted.protocols.basic as b; b.Int32StringReceiver.MAX_LENGTH = 16 * 2**20; "
     "from twisted.scripts.twistd import run; sys.argv = ['twistd'] + sys.argv[1:]; run()"
 )
@@ -45,7 +46,7 @@ def packets(n: int, seed: int = 1, pool_size: int = 100) -> list[bytes]:
     return out
 
 
-def _wait_port(port: int, timeout: float = 30.0) -> None:
+def wait_port(port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as s:
@@ -100,7 +101,7 @@ def run(n: int, comet_venv: Path | None, with_kafka: bool = True) -> list[dict[s
                 [
                     str(comet_venv / "bin" / "python"),
                     "-c",
-                    RAISE_LIMIT,
+                    COMET_RAISED_LIMIT,
                     "-n",
                     "--pidfile=",
                     "comet",
@@ -120,8 +121,8 @@ def run(n: int, comet_venv: Path | None, with_kafka: bool = True) -> list[dict[s
                 cwd=work,
             )
             try:
-                _wait_port(receive)
-                _wait_port(broadcast)
+                wait_port(receive)
+                wait_port(broadcast)
                 stats = {}
                 url = f"vtp://127.0.0.1:{broadcast}?receive={receive}"
                 comet = _vtp_run(

@@ -9,39 +9,17 @@ object with what each scenario observed; the test asserts on it.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from harness.kafka_cluster import free_port
+from harness.vtp_bench import COMET_RAISED_LIMIT, wait_port
 from refimpl.simulator import AlertSimulator, SimulationConfig
 from refimpl.voevent_codec import VoeventSerializer
 from transports.base import Envelope, TransportError
 from transports.vtp import VtpBroker, VtpTransport
-
-RAISE_LIMIT = (
-    "import sys, twisted.protocols.basic as b; b.Int32StringReceiver.MAX_LENGTH = 16 * 2**20; "
-    "from twisted.scripts.twistd import run; sys.argv = ['twistd'] + sys.argv[1:]; run()"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def wait_for(predicate, timeout: float = 20.0) -> bool:
@@ -56,7 +34,15 @@ def wait_for(predicate, timeout: float = 20.0) -> bool:
 def twistd(venv: Path, work: Path, name: str, args: list[str], raised: bool = False):
     log = (work / f"{name}.log").open("wb")
     if raised:
-        cmd = [str(venv / "bin" / "python"), "-c", RAISE_LIMIT, "-n", "--pidfile=", "comet", *args]
+        cmd = [
+            str(venv / "bin" / "python"),
+            "-c",
+            COMET_RAISED_LIMIT,
+            "-n",
+            "--pidfile=",
+            "comet",
+            *args,
+        ]
     else:
         cmd = [str(venv / "bin" / "twistd"), "-n", "--pidfile=", "comet", *args]
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work)

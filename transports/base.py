@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -191,3 +192,19 @@ class QueuedSubscriber:
             return self._queue.get(timeout=timeout)
         except queue.Empty:
             return None
+
+
+class CountsSubscribers:
+    """``wait_for_subscribers`` for anything that can count its connected subscribers (a
+    brokerless publisher, or a broker), so a test or a run can start publishing only once the
+    subscribers it expects are there."""
+
+    def connected_subscribers(self) -> int:
+        raise NotImplementedError
+
+    def wait_for_subscribers(self, n: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while (have := self.connected_subscribers()) < n:
+            if time.monotonic() > deadline:
+                raise TransportError(f"only {have} of {n} subscribers connected")
+            time.sleep(0.01)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
+from typing import Any
 
 from transports.base import Envelope, TransportError
 
@@ -90,3 +92,21 @@ def read_frame(sock: socket.socket, max_frame: int = DEFAULT_MAX_FRAME) -> Envel
         raise FrameError(f"content type of {ct_len} bytes runs past the frame")
     rest = recv_exact(sock, size - ENVELOPE_HEADER.size)
     return unpack(head + rest[:ct_len], rest[ct_len:])
+
+
+def connect_with_backoff(
+    address: tuple[str, int], stop: Any, max_backoff: float = 1.0
+) -> socket.socket | None:
+    """A connection to ``address``, retrying with exponential back-off until ``stop`` is set
+    (then None). Subscribers use it to reconnect after their server went away."""
+    backoff = 0.02
+    while not stop.is_set():
+        try:
+            sock = socket.create_connection(address, timeout=2.0)
+        except OSError:
+            time.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff)
+            continue
+        sock.settimeout(None)
+        return sock
+    return None

@@ -19,6 +19,7 @@ from typing import Any
 
 from transports.base import (
     Capabilities,
+    CountsSubscribers,
     Envelope,
     QueuedSubscriber,
     Received,
@@ -26,7 +27,13 @@ from transports.base import (
     TransportError,
     parse_url,
 )
-from transports.framing import DEFAULT_MAX_FRAME, FrameError, encode_frame, read_frame
+from transports.framing import (
+    DEFAULT_MAX_FRAME,
+    FrameError,
+    connect_with_backoff,
+    encode_frame,
+    read_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +65,7 @@ class TcpTransport:
         return TcpSubscriber(self.address, max_frame=self.max_frame, **options)
 
 
-class TcpPublisher:
+class TcpPublisher(CountsSubscribers):
     """Listens for subscribers and writes every envelope to each of them."""
 
     def __init__(self, address: tuple[str, int], backlog: int = 64) -> None:
@@ -115,13 +122,6 @@ class TcpPublisher:
         with self._lock:
             return len(self._subscribers)
 
-    def wait_for_subscribers(self, n: int, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while (have := self.connected_subscribers()) < n:
-            if time.monotonic() > deadline:
-                raise TransportError(f"only {have} of {n} subscribers connected")
-            time.sleep(0.01)
-
     def publish(self, envelope: Envelope) -> None:
         pieces = encode_frame(envelope, envelope.t_sent_ns or time.time_ns())
         with self._lock:
@@ -171,16 +171,10 @@ class TcpSubscriber(QueuedSubscriber):
         self._thread.start()
 
     def _run(self) -> None:
-        backoff = 0.02
         while not self._stop.is_set():
-            try:
-                sock = socket.create_connection(self.address, timeout=2.0)
-            except OSError:
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
-                continue
-            backoff = 0.02
-            sock.settimeout(None)
+            sock = connect_with_backoff(self.address, self._stop)
+            if sock is None:
+                return
             self._sock = sock
             self.connections += 1
             try:

@@ -54,6 +54,7 @@ from refimpl.voevent_xml import (
 )
 from transports.base import (
     Capabilities,
+    CountsSubscribers,
     Envelope,
     QueuedSubscriber,
     Received,
@@ -61,7 +62,7 @@ from transports.base import (
     TransportError,
     parse_url,
 )
-from transports.framing import FrameError, recv_exact
+from transports.framing import FrameError, connect_with_backoff, recv_exact
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ class _Session:
             self.conn.close()
 
 
-class VtpBroker:
+class VtpBroker(CountsSubscribers):
     """A VTP broker on 127.0.0.1: receives from authors, validates, de-duplicates, fans out."""
 
     def __init__(
@@ -301,13 +302,6 @@ class VtpBroker:
     def connected_subscribers(self) -> int:
         with self._lock:
             return len(self._sessions)
-
-    def wait_for_subscribers(self, n: int, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while (have := self.connected_subscribers()) < n:
-            if time.monotonic() > deadline:
-                raise TransportError(f"only {have} of {n} VTP subscribers connected")
-            time.sleep(0.01)
 
     def _accept_authors(self) -> None:
         while not self._stop.is_set():
@@ -509,18 +503,12 @@ class VtpSubscriber(QueuedSubscriber):
         self.bytes_sent += LENGTH.size + len(data)
 
     def _run(self) -> None:
-        backoff = 0.05
         address = (self.transport.host, self.transport.broadcast_port)
         local = self.transport.local_ivo
         while not self._stop.is_set():
-            try:
-                sock = socket.create_connection(address, timeout=2.0)
-            except OSError:
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.05
-            sock.settimeout(None)
+            sock = connect_with_backoff(address, self._stop, max_backoff=2.0)
+            if sock is None:
+                return
             self._sock = sock
             try:
                 while not self._stop.is_set():

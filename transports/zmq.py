@@ -22,6 +22,7 @@ import zmq
 
 from transports.base import (
     Capabilities,
+    CountsSubscribers,
     Envelope,
     Received,
     Start,
@@ -64,7 +65,7 @@ class ZmqTransport:
         return ZmqSubscriber(self)
 
 
-class ZmqPublisher:
+class ZmqPublisher(CountsSubscribers):
     def __init__(self, transport: ZmqTransport) -> None:
         self.transport = transport
         self._ctx = zmq.Context.instance()
@@ -107,16 +108,6 @@ class ZmqPublisher:
     def connected_subscribers(self) -> int:
         self._drain_events()
         return self.subscribers if self.transport.pattern == "pubsub" else self.peers
-
-    def wait_for_subscribers(self, n: int, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            have = self.connected_subscribers()
-            if have >= n:
-                return
-            if time.monotonic() > deadline:
-                raise TransportError(f"only {have} of {n} subscribers connected")
-            time.sleep(0.01)
 
     def publish(self, envelope: Envelope) -> None:
         header = pack_header(envelope, envelope.t_sent_ns or time.time_ns())
