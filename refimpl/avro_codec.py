@@ -54,7 +54,7 @@ def unframe(data: bytes) -> tuple[int, memoryview]:
     return schema_id, memoryview(data)[HEADER.size :]
 
 
-class _Engine:
+class AvroEngine:
     """Schemaless encode/decode of one schema version with one Avro library."""
 
     def __init__(self, schema: AlertSchema, engine: str) -> None:
@@ -91,14 +91,14 @@ class AvroSerializer:
     def __init__(self, schema_version: str | None = None, engine: str = "cavro") -> None:
         self.schema = load_schema(schema_version)
         self.engine = engine
-        self._engines: dict[int, _Engine] = {self.schema.schema_id: _Engine(self.schema, engine)}
+        self._engines: dict[int, AvroEngine] = {self.schema.schema_id: AvroEngine(self.schema, engine)}
         self.content_type = f"application/vnd.rubin.alert+avro; schema-id={self.schema.schema_id}"
 
-    def _engine_for(self, schema_id: int, data: bytes) -> _Engine:
+    def _engine_for(self, schema_id: int, data: bytes) -> AvroEngine:
         engine = self._engines.get(schema_id)
         if engine is None:
             try:
-                engine = _Engine(schema_for_id(schema_id), self.engine)
+                engine = AvroEngine(schema_for_id(schema_id), self.engine)
             except SchemaError:
                 raise FramingError(
                     f"unknown schema id {schema_id} (this installation knows Rubin schemas "

@@ -22,7 +22,7 @@ import functools
 import json
 from typing import Any
 
-from refimpl.avro_codec import _Engine, frame, unframe
+from refimpl.avro_codec import AvroEngine, frame, unframe
 from refimpl.errors import DecodeError, EncodeError, FramingError
 from refimpl.paths import SCHEMAS_DIR
 from refimpl.schema import AlertSchema, load_schema
@@ -260,7 +260,7 @@ def schema_json(alert_schema: AlertSchema) -> str:
 
 
 @functools.cache
-def _engine(version: str, engine: str) -> _Engine:
+def _engine(version: str, engine: str) -> AvroEngine:
     import fastavro
 
     alert_schema = load_schema(version)
@@ -275,7 +275,7 @@ def _engine(version: str, engine: str) -> _Engine:
         parsed=fastavro.parse_schema(definition),
         lsst=None,
     )
-    return _Engine(shim, engine)
+    return AvroEngine(shim, engine)
 
 
 class Voevent3Serializer:
