@@ -91,7 +91,9 @@ class AvroSerializer:
     def __init__(self, schema_version: str | None = None, engine: str = "cavro") -> None:
         self.schema = load_schema(schema_version)
         self.engine = engine
-        self._engines: dict[int, AvroEngine] = {self.schema.schema_id: AvroEngine(self.schema, engine)}
+        self._engines: dict[int, AvroEngine] = {
+            self.schema.schema_id: AvroEngine(self.schema, engine)
+        }
         self.content_type = f"application/vnd.rubin.alert+avro; schema-id={self.schema.schema_id}"
 
     def _engine_for(self, schema_id: int, data: bytes) -> AvroEngine:

@@ -7,8 +7,14 @@ from harness.max_rate import find_max_rate
 
 
 def test_search_doubles_then_bisects_and_reports_the_last_sustained_rate() -> None:
-    result = find_max_rate(lambda: f"tcp://127.0.0.1:{free_port()}", "avro", start=20.0,
-                           seconds=1.0, max_steps=4, pool_size=10)
+    result = find_max_rate(
+        lambda: f"tcp://127.0.0.1:{free_port()}",
+        "avro",
+        start=20.0,
+        seconds=1.0,
+        max_steps=4,
+        pool_size=10,
+    )
     steps = result["steps"]
     assert steps[0]["rate"] == 20.0
     failed = False
