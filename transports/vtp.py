@@ -40,6 +40,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,9 +83,18 @@ def _now() -> str:
 
 
 def transport_message(
-    role: str, origin: str, response: str | None = None, result: str | None = None
+    role: str,
+    origin: str,
+    response: str | None = None,
+    result: str | None = None,
+    params: dict[str, str] | None = None,
 ) -> bytes:
-    """A VTP Transport document, as the spec's examples write it."""
+    """A VTP Transport document, as the spec's examples write it.
+
+    ``params`` become ``Meta/Param`` elements: the place where an ``authenticate`` response
+    carries what a subscriber presents (Comet puts its ``xpath-filter`` there; the mini-broker
+    reads a ``token``).
+    """
     root = etree.Element(f"{{{TRANSPORT_NS}}}Transport", nsmap={"trn": TRANSPORT_NS, "xsi": XSI})
     root.set("version", "1.0")
     root.set("role", role)
@@ -93,9 +103,12 @@ def transport_message(
     if response:
         etree.SubElement(root, "Response").text = response
     etree.SubElement(root, "TimeStamp").text = _now()
-    if result:
+    if result or params:
         meta = etree.SubElement(root, "Meta")
-        etree.SubElement(meta, "Result").text = result
+        if result:
+            etree.SubElement(meta, "Result").text = result
+        for name, value in (params or {}).items():
+            etree.SubElement(meta, "Param", name=name, value=value)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
@@ -120,6 +133,15 @@ class Message:
             if etree.QName(element).localname == "Result":
                 return element.text
         return None
+
+    @property
+    def params(self) -> dict[str, str]:
+        """``Meta/Param`` name/value pairs (the first value of each name wins)."""
+        found: dict[str, str] = {}
+        for element in self.root.iter():
+            if isinstance(element.tag, str) and etree.QName(element).localname == "Param":
+                found.setdefault(element.get("name", ""), element.get("value", ""))
+        return found
 
 
 def parse_message(data: bytes, max_frame: int) -> Message:
@@ -175,18 +197,32 @@ class _Session:
         self.last_heard = time.monotonic()
         self.alive_sent_at: float | None = None
         self.closed = threading.Event()
+        self.key: str | None = None
+        """Whose events this subscriber receives, once authenticated (``subscriber_auth``)."""
+        self.connected_at = time.monotonic()
         self._lock = threading.Lock()
         threading.Thread(target=self._write, daemon=True, name="vtp-session-w").start()
         threading.Thread(target=self._read, daemon=True, name="vtp-session-r").start()
 
     def _write(self) -> None:
         broker = self.broker
+        if broker.subscriber_auth is not None:  # ask who this is; only this thread writes
+            try:
+                send_frame(self.conn, transport_message("authenticate", broker.local_ivo))
+            except OSError as exc:
+                return self.close(f"write failed: {exc}")
         while not self.closed.is_set():
             try:
                 data = self.outbox.get(timeout=0.2)
             except queue.Empty:
                 data = None
             now = time.monotonic()
+            if (
+                broker.subscriber_auth is not None
+                and self.key is None
+                and now - self.connected_at > broker.auth_timeout
+            ):
+                return self.close("did not authenticate")
             try:
                 if data is not None:
                     # Per-message acknowledgement: bound what a subscriber may leave unanswered.
@@ -219,6 +255,18 @@ class _Session:
             self.last_heard = time.monotonic()
             if message.role == "iamalive":
                 self.alive_sent_at = None
+            elif message.role == "authenticate" and self.broker.subscriber_auth is not None:
+                key = self.broker.subscriber_auth(message.params)
+                if key is None:
+                    with contextlib.suppress(OSError):
+                        send_frame(
+                            self.conn,
+                            transport_message(
+                                "nak", "", self.broker.local_ivo, result="authentication refused"
+                            ),
+                        )
+                    return self.close("authentication refused")
+                self.key = key
             elif message.role in ("ack", "nak"):
                 with self._lock:
                     self.outstanding = max(0, self.outstanding - 1)
@@ -259,8 +307,17 @@ class VtpBroker(CountsSubscribers):
         max_outstanding: int = 1,
         subscriber_buffer: int = 10_000,
         dedupe_window: int = 1_000_000,
+        subscriber_auth: Callable[[dict[str, str]], str | None] | None = None,
+        auth_timeout: float = 10.0,
     ) -> None:
+        """``subscriber_auth``, when given, makes this a per-subscriber broker: each subscriber is
+        sent an ``authenticate`` request on connection and must answer with ``Meta/Param``
+        values that the callable maps to a key (None refuses it); :meth:`deliver` then sends an
+        event only to the subscribers holding its key. Authors' events go to nobody in this mode.
+        """
         self.local_ivo = local_ivo
+        self.subscriber_auth = subscriber_auth
+        self.auth_timeout = auth_timeout
         self.max_frame = max_frame
         self.validate = validate
         self.author_allow = [ipaddress.ip_network(a) for a in (author_allow or [])] or None
@@ -374,7 +431,7 @@ class VtpBroker(CountsSubscribers):
             # subscribers see events in the order their authors were acknowledged.
             with self._fanout:
                 with self._lock:
-                    sessions = list(self._sessions)
+                    sessions = [] if self.subscriber_auth else list(self._sessions)
                 for session in sessions:
                     try:
                         session.outbox.put(data, timeout=self.ack_timeout)
@@ -387,6 +444,27 @@ class VtpBroker(CountsSubscribers):
         finally:
             with contextlib.suppress(OSError):
                 conn.close()
+
+    def deliver(self, data: bytes, key: str) -> int:
+        """Queue one event for the authenticated subscribers holding ``key``, without blocking.
+
+        A subscriber whose queue is full is dropped (it reconnects and carries on) rather than
+        slowing the caller. Returns how many subscribers the event was queued for.
+        """
+        with self._lock:
+            sessions = [s for s in self._sessions if s.key == key]
+        queued = 0
+        for session in sessions:
+            try:
+                session.outbox.put_nowait(data)
+                queued += 1
+            except queue.Full:
+                session.close("fell too far behind (outbox full)")
+        return queued
+
+    def subscribers_of(self, key: str) -> int:
+        with self._lock:
+            return sum(1 for s in self._sessions if s.key == key)
 
     def stop(self) -> None:
         self._stop.set()
@@ -425,6 +503,7 @@ class VtpTransport:
         *,
         max_frame: int = DEFAULT_MAX_FRAME,
         local_ivo: str = "ivo://alertbench.example/vtp-client",
+        token: str | None = None,
         **_: Any,
     ) -> None:
         _, netloc, _, query = parse_url(url)
@@ -435,6 +514,8 @@ class VtpTransport:
         self.receive_port = int(query["receive"]) if "receive" in query else None
         self.max_frame = int(query.get("max_frame", max_frame))
         self.local_ivo = local_ivo
+        self.token = query.get("token", token)
+        """Sent in answer to a broker's ``authenticate`` request (``Meta/Param name=token``)."""
 
     def open_publisher(self, **options: Any) -> VtpPublisher:
         if self.receive_port is None:
@@ -529,6 +610,11 @@ class VtpSubscriber(QueuedSubscriber):
                             alert_id=alert_id_of(message.root),
                         )
                         self._put(Received(envelope, time.time_ns(), origin=ivorn))
+                    elif message.role == "authenticate":
+                        params = {"token": self.transport.token} if self.transport.token else None
+                        self._reply(sock, transport_message("authenticate", local, params=params))
+                    elif message.role == "nak":
+                        self.errors.append(f"broker refused us: {message.result}")
                     elif message.role == "iamalive":
                         self.iamalives += 1
                         self._reply(

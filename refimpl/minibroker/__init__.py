@@ -1,0 +1,13 @@
+"""The mini-broker (Rubin's "simple filtering service"): user filters in, small streams out."""
+
+from refimpl.minibroker.service import MiniBroker, MiniBrokerStats
+from refimpl.minibroker.store import AccessDenied, LimitExceeded, MiniBrokerStore, StoreError
+
+__all__ = [
+    "AccessDenied",
+    "LimitExceeded",
+    "MiniBroker",
+    "MiniBrokerStats",
+    "MiniBrokerStore",
+    "StoreError",
+]

@@ -1,0 +1,222 @@
+"""Users, their tokens and their filters, kept in SQLite.
+
+One file, so registering a filter from the command line and the running service share state
+without a server of their own: the service re-reads the filters whenever the store's revision
+changes (checked between batches). Tokens are shown once, when made, and only their SHA-256 is
+stored; every call a user makes goes through :meth:`MiniBrokerStore.authenticate`, and every query
+after it is scoped to that user, so a token never reaches another user's filters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from refimpl.errors import AlertbenchError
+from refimpl.filters.language import FieldCatalog, parse_filter
+
+DEFAULT_ALERTS_PER_VISIT = 20
+DEFAULT_MAX_FILTERS = 10
+USER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+FILTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    alerts_per_visit INTEGER NOT NULL,
+    max_filters INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS filters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    expression TEXT NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE (user, name)
+);
+CREATE TABLE IF NOT EXISTS revision (id INTEGER PRIMARY KEY CHECK (id = 0), value INTEGER);
+INSERT OR IGNORE INTO revision VALUES (0, 0);
+"""
+
+
+class StoreError(AlertbenchError):
+    """A request to the store was refused; the message says why."""
+
+
+class AccessDenied(StoreError):
+    """The token is unknown (or was rotated)."""
+
+
+class LimitExceeded(StoreError):
+    """The user already has as many filters as allowed."""
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    alerts_per_visit: int
+    max_filters: int
+
+
+@dataclass(frozen=True)
+class StoredFilter:
+    user: str
+    name: str
+    expression: str
+    created: float
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class MiniBrokerStore:
+    def __init__(self, path: str | Path, catalog: FieldCatalog | None = None) -> None:
+        self.path = Path(path)
+        self.catalog = catalog or FieldCatalog()
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA foreign_keys = ON")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> MiniBrokerStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = self._db.execute(sql, args)
+                self._db.execute("UPDATE revision SET value = value + 1 WHERE id = 0")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return cursor
+
+    def revision(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT value FROM revision WHERE id = 0").fetchone()[0]
+
+    # -- administration (the operator, not a user) --------------------------------------------
+
+    def add_user(
+        self,
+        name: str,
+        *,
+        alerts_per_visit: int = DEFAULT_ALERTS_PER_VISIT,
+        max_filters: int = DEFAULT_MAX_FILTERS,
+    ) -> str:
+        """Create a user; returns their token, which is not stored and cannot be shown again."""
+        if not USER_NAME.match(name):
+            raise StoreError(
+                f"user name {name!r} must be 1-32 characters of a-z, 0-9, '_' or '-', "
+                "starting with a letter (it names the user's Kafka topic)"
+            )
+        if alerts_per_visit < 1 or max_filters < 1:
+            raise StoreError("alerts_per_visit and max_filters must be at least 1")
+        token = secrets.token_urlsafe(32)
+        try:
+            self._write(
+                "INSERT INTO users VALUES (?, ?, ?, ?, ?)",
+                (name, _digest(token), alerts_per_visit, max_filters, time.time()),
+            )
+        except sqlite3.IntegrityError:
+            raise StoreError(f"user {name!r} already exists") from None
+        return token
+
+    def rotate_token(self, name: str) -> str:
+        token = secrets.token_urlsafe(32)
+        if (
+            self._write(
+                "UPDATE users SET token_sha256 = ? WHERE name = ?", (_digest(token), name)
+            ).rowcount
+            != 1
+        ):
+            raise StoreError(f"no user {name!r}")
+        return token
+
+    def users(self) -> list[User]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, alerts_per_visit, max_filters FROM users ORDER BY name"
+            ).fetchall()
+        return [User(*row) for row in rows]
+
+    def all_filters(self) -> list[tuple[User, StoredFilter]]:
+        """Every user's filters, for the service that applies them."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT u.name, u.alerts_per_visit, u.max_filters, f.name, f.expression, f.created"
+                " FROM filters f JOIN users u ON u.name = f.user ORDER BY f.id"
+            ).fetchall()
+        return [(User(r[0], r[1], r[2]), StoredFilter(r[0], r[3], r[4], r[5])) for r in rows]
+
+    # -- what a user may do, with their token --------------------------------------------------
+
+    def authenticate(self, token: str) -> User:
+        if not isinstance(token, str) or not token:
+            raise AccessDenied("a token is required")
+        digest = _digest(token)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT name, alerts_per_visit, max_filters, token_sha256 FROM users"
+                " WHERE token_sha256 = ?",
+                (digest,),
+            ).fetchone()
+        if row is None or not hmac.compare_digest(row[3], digest):
+            raise AccessDenied("unknown token")
+        return User(row[0], row[1], row[2])
+
+    def add_filter(self, token: str, name: str, expression: str) -> StoredFilter:
+        """Check ``expression`` against the schema and store it; FilterError if it is refused."""
+        user = self.authenticate(token)
+        if not FILTER_NAME.match(name or ""):
+            raise StoreError(
+                f"filter name {name!r} must be 1-64 characters of A-Z, a-z, 0-9, _ . -"
+            )
+        parse_filter(expression, self.catalog)  # raises FilterError with the reason
+        if len(self.list_filters(token)) >= user.max_filters:
+            raise LimitExceeded(
+                f"user {user.name!r} already has {user.max_filters} filters (the limit)"
+            )
+        created = time.time()
+        try:
+            self._write(
+                "INSERT INTO filters (user, name, expression, created) VALUES (?, ?, ?, ?)",
+                (user.name, name, expression, created),
+            )
+        except sqlite3.IntegrityError:
+            raise StoreError(f"you already have a filter named {name!r}") from None
+        return StoredFilter(user.name, name, expression, created)
+
+    def list_filters(self, token: str) -> list[StoredFilter]:
+        user = self.authenticate(token)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, expression, created FROM filters WHERE user = ? ORDER BY id",
+                (user.name,),
+            ).fetchall()
+        return [StoredFilter(user.name, *row) for row in rows]
+
+    def remove_filter(self, token: str, name: str) -> None:
+        user = self.authenticate(token)
+        cursor = self._write("DELETE FROM filters WHERE user = ? AND name = ?", (user.name, name))
+        if cursor.rowcount != 1:
+            raise StoreError(f"you have no filter named {name!r}")

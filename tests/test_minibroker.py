@@ -1,0 +1,228 @@
+"""The mini-broker end to end: real (secured) Kafka in, VOEvent over VTP and per-user Kafka out."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.kafka_cluster import PRODUCER_USER, KafkaCluster
+from refimpl.avro_codec import AvroSerializer
+from refimpl.filters import FilterError
+from refimpl.minibroker import AccessDenied, LimitExceeded, MiniBroker, MiniBrokerStore, StoreError
+from refimpl.minibroker.outputs import KafkaUserTopics, VtpUserStreams, user_topic
+from refimpl.voevent_codec import VoeventSerializer
+from refimpl.voevent_xml import voevent_xsd
+from transports.base import Envelope, Start, TransportError, drain
+from transports.kafka import KafkaTransport
+from transports.vtp import VtpTransport
+
+from .conftest import require_tools
+
+ALICE_FILTER = "diaSource.snr > 9 and count(prvDiaSources) >= 3"
+BOB_FILTER = "max(prvDiaSources.psfFlux) > 2 * diaSource.psfFlux or diaSource.snr > 30"
+
+
+def alice_wants(a: dict) -> bool:  # ALICE_FILTER in plain Python
+    s = a["diaSource"]
+    return s["snr"] is not None and s["snr"] > 9 and len(a["prvDiaSources"] or []) >= 3
+
+
+def bob_wants(a: dict) -> bool:  # BOB_FILTER in plain Python
+    s = a["diaSource"]
+    prv = [p["psfFlux"] for p in a["prvDiaSources"] or [] if p["psfFlux"] is not None]
+    rising = bool(prv) and s["psfFlux"] is not None and max(prv) > 2 * s["psfFlux"]
+    return rising or (s["snr"] is not None and s["snr"] > 30)
+
+
+def by_visit(alerts: list[dict], ids) -> dict[int, set[int]]:
+    visit = {a["diaSourceId"]: a["diaSource"]["visit"] for a in alerts}
+    out: dict[int, set[int]] = {}
+    for i in ids:
+        out.setdefault(visit[i], set()).add(i)
+    return out
+
+
+def check_selection(alerts: list[dict], wants, limit: int, got: list[int]) -> None:
+    """Exactly the matching alerts, at most ``limit`` per visit, each once.
+
+    The full stream has several partitions (as Rubin's does), so which of a visit's matches fill
+    a capped allowance depends on arrival order; when the cap is not reached the set is exact.
+    """
+    assert len(got) == len(set(got)), "an alert was delivered twice"
+    matching = by_visit(alerts, [a["diaSourceId"] for a in alerts if wants(a)])
+    received = by_visit(alerts, got)
+    for visit, ids in matching.items():
+        chosen = received.get(visit, set())
+        assert chosen <= ids, f"visit {visit}: delivered alerts the filter does not select"
+        assert len(chosen) == min(len(ids), limit)
+
+
+# -- the store: tokens, limits, isolation ---------------------------------------------------------
+
+
+def test_store_tokens_scope_every_request_to_their_user(tmp_path: Path) -> None:
+    store = MiniBrokerStore(tmp_path / "mb.sqlite")
+    alice = store.add_user("alice", max_filters=2)
+    bob = store.add_user("bob")
+    store.add_filter(alice, "bright", "diaSource.snr > 20")
+    store.add_filter(bob, "secret", "diaSource.snr > 50")
+    assert [f.name for f in store.list_filters(alice)] == ["bright"]
+    assert [f.expression for f in store.list_filters(bob)] == ["diaSource.snr > 50"]
+    with pytest.raises(StoreError, match="you have no filter named 'secret'"):
+        store.remove_filter(alice, "secret")  # alice cannot touch bob's filter
+    assert [f.name for f in store.list_filters(bob)] == ["secret"]
+    with pytest.raises(AccessDenied, match="unknown token"):
+        store.list_filters(alice + "x")
+    with pytest.raises(AccessDenied, match="a token is required"):
+        store.add_filter("", "x", "diaSource.snr > 1")
+    store.add_filter(alice, "second", "diaSource.snr > 30")
+    with pytest.raises(LimitExceeded, match="already has 2 filters"):
+        store.add_filter(alice, "third", "diaSource.snr > 40")
+    with pytest.raises(StoreError, match="already exists"):
+        store.add_user("alice")
+    with pytest.raises(StoreError, match="user name"):
+        store.add_user("Robert'); DROP TABLE users;--")
+    with pytest.raises(FilterError, match="unknown field"):
+        store.add_filter(bob, "typo", "diaSource.snrr > 1")
+    new_token = store.rotate_token("alice")
+    with pytest.raises(AccessDenied):
+        store.list_filters(alice)
+    store.close()
+    reopened = MiniBrokerStore(tmp_path / "mb.sqlite")  # persistent
+    assert [f.name for f in reopened.list_filters(new_token)] == ["bright", "second"]
+    assert b"diaSource.snr > 20" in (tmp_path / "mb.sqlite").read_bytes()
+    assert new_token.encode() not in (tmp_path / "mb.sqlite").read_bytes()  # only its hash
+
+
+# -- end to end ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def secured() -> KafkaCluster:
+    require_tools("java", "mvn")
+    cluster = KafkaCluster(brokers=1, auth=True, readers=("minibroker",)).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def two_visits(simulator) -> list[dict]:
+    return list(simulator.visit(5).alerts()) + list(simulator.visit(6).alerts())
+
+
+def _kafka(cluster: KafkaCluster, topic: str, user: str, password: str | None = None):
+    url = f"kafka://{cluster.bootstrap_servers}/{topic}"
+    return KafkaTransport(url, user=user, password=password or cluster.users[user])
+
+
+def _wait(predicate, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def test_alerts_flow_from_kafka_through_user_filters_to_vtp_and_kafka(
+    secured, two_visits, tmp_path
+) -> None:
+    codec = AvroSerializer()
+    store = MiniBrokerStore(tmp_path / "mb.sqlite")
+    alice = store.add_user("alice")  # default allowance: 20 alerts per visit
+    bob = store.add_user("bob", alerts_per_visit=1000)
+    store.add_filter(alice, "bright-with-history", ALICE_FILTER)
+    store.add_filter(bob, "fading-or-very-bright", BOB_FILTER)
+    matches_alice = sum(alice_wants(a) for a in two_visits)
+    matches_bob = sum(bob_wants(a) for a in two_visits)
+    assert matches_alice > 40  # the cap of 20 per visit is exercised in both visits
+    assert 0 < matches_bob < len(two_visits)
+
+    # The full stream, as Rubin's producer writes it, with a corrupt message in the middle.
+    admin = {"user": "admin", "password": secured.users["admin"]}
+    outputs_kafka = KafkaUserTopics(f"kafka://{secured.bootstrap_servers}", **admin)
+    outputs_kafka.grant("alice", alice)
+    outputs_kafka.grant("bob", bob)
+    producer = _kafka(secured, secured.alert_topic, PRODUCER_USER).open_publisher()
+    for i, alert in enumerate(two_visits):
+        producer.publish(Envelope(codec.dumps(alert), codec.content_type, alert["diaSourceId"]))
+        if i == 100:
+            producer.publish(Envelope(b"\x00not an alert", codec.content_type, -1))
+    assert producer.flush(30) == 0
+
+    vtp = VtpUserStreams(store.authenticate)
+    subscribers = {
+        name: VtpTransport(f"{vtp.url}?token={token}").open_subscriber()
+        for name, token in (("alice", alice), ("bob", bob))
+    }
+    intruder = VtpTransport(f"{vtp.url}?token=not-a-token").open_subscriber(reconnect=False)
+    tokenless = VtpTransport(vtp.url).open_subscriber(reconnect=False)
+    _wait(lambda: vtp.broker.subscribers_of("alice") == 1 and vtp.broker.subscribers_of("bob") == 1)
+
+    broker = MiniBroker(store, [vtp, outputs_kafka], codec)
+    source = _kafka(secured, secured.alert_topic, "minibroker").open_subscriber(
+        Start.earliest(), group="minibroker-service"
+    )
+    total = len(two_visits) + 1
+    worker = threading.Thread(
+        target=broker.run, kwargs={"source": source, "max_alerts": total, "duration": 120}
+    )
+    worker.start()
+
+    # While it runs: a hostile filter is refused at registration and the service carries on.
+    with pytest.raises(FilterError, match="names starting with '_'"):
+        store.add_filter(bob, "evil", "diaSource.__class__.__init__.__globals__ == 1")
+    worker.join(150)
+    assert not worker.is_alive()
+    source.close()
+    stats = broker.stats
+    assert stats.alerts == len(two_visits) and len(stats.undecodable) == 1
+    assert "alerts@" in stats.undecodable[0] or "alerts/" in stats.undecodable[0]
+    assert stats.delivered["alice"] == 40 and stats.truncated["alice"] == matches_alice - 40
+    assert stats.truncated["bob"] == 0
+
+    # VOEvent 2.0 over VTP: each user gets exactly their selection, schema-valid.
+    voevent = VoeventSerializer(mode="reference")
+    for name, wants, limit, count in (
+        ("alice", alice_wants, 20, 40),
+        ("bob", bob_wants, 1000, matches_bob),
+    ):
+        got = list(drain(subscribers[name], count, timeout=10))
+        assert subscribers[name].poll(0.3) is None  # and nothing more
+        check_selection(two_visits, wants, limit, [r.envelope.alert_id for r in got])
+        root = voevent.parse(got[0].envelope.payload)
+        assert voevent_xsd().validate(root)
+        subscribers[name].close()
+    assert intruder.poll(0.5) is None and tokenless.poll(0.1) is None
+    assert any("authentication refused" in e for e in intruder.errors)
+    intruder.close()
+    tokenless.close()
+    vtp.close()
+
+    # Avro over Kafka: each user reads their own topic with their token, byte-identical alerts.
+    originals = {a["diaSourceId"]: codec.dumps(a) for a in two_visits}
+    for name, token, wants, limit, count in (
+        ("alice", alice, alice_wants, 20, 40),
+        ("bob", bob, bob_wants, 1000, matches_bob),
+    ):
+        sub = _kafka(secured, user_topic(name), name, token).open_subscriber(
+            Start.earliest(), group=f"{name}-reader"
+        )
+        got = list(drain(sub, count, timeout=10))
+        assert sub.poll(0.5) is None
+        sub.close()
+        check_selection(two_visits, wants, limit, [r.envelope.alert_id for r in got])
+        assert all(r.envelope.payload == originals[r.envelope.alert_id] for r in got)
+
+    # ...and cannot read another user's topic, nor the full stream.
+    for topic in (user_topic("bob"), secured.alert_topic):
+        with pytest.raises(TransportError, match=r"(?i)authoriz"):
+            sub = _kafka(secured, topic, "alice", alice).open_subscriber(
+                Start.earliest(), group="alice-snoop"
+            )
+            for _ in range(20):
+                sub.poll(0.5)
