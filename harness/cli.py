@@ -421,6 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("folder", type=Path, help="a folder holding results.json")
     rep.set_defaults(func=cmd_report)
 
+    from harness.minibroker_cli import add_parsers as add_minibroker
+
+    add_minibroker(sub)
+
     ver = sub.add_parser("schemas", help="list the Rubin alert schema versions available")
     ver.set_defaults(func=cmd_schemas)
     return parser
@@ -481,19 +485,13 @@ def cmd_kafka(args: argparse.Namespace) -> int:
 
 def cmd_kafka_visit(args: argparse.Namespace) -> int:
     from harness import visit_bench
-    from harness.kafka_cluster import KafkaCluster
+    from harness.kafka_cluster import local_kafka
 
-    cluster = None
     with _progress() as progress:
         task = progress.add_task("simulating payload pool", total=None)
         payloads, content_type = visit_bench.payload_pool(args.pool, args.seed)
         progress.update(task, total=len(payloads), completed=len(payloads))
-    try:
-        bootstrap = args.bootstrap_servers
-        if bootstrap is None:
-            console.print("starting a local Kafka (KRaft, 1 broker)...")
-            cluster = KafkaCluster(brokers=1).start()
-            bootstrap = cluster.bootstrap_servers
+    with local_kafka(args.bootstrap_servers, announce=console.print) as (bootstrap, _):
         # Warm up the broker (group coordinator, idempotent-producer ids, JIT) off the record,
         # so the first codec measured does not pay for it.
         visit_bench.run_visit(
@@ -522,9 +520,6 @@ def cmd_kafka_visit(args: argparse.Namespace) -> int:
                 f"{result.latency_us['p50'] / 1000:,.1f} ms p99 "
                 f"{result.latency_us['p99'] / 1000:,.1f} ms"
             )
-    finally:
-        if cluster is not None:
-            cluster.stop()
     path = visit_bench.write_report(results, visit_bench.environment(), args.output)
     out.print(f"report: {path}")
     out.print(path.read_text(), markup=False, highlight=False)
@@ -575,28 +570,24 @@ def cmd_vtp_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.kafka_cluster import KafkaCluster
+    from contextlib import ExitStack, nullcontext
+
+    from harness.kafka_cluster import local_kafka
     from harness.matrix import TRANSPORT_KINDS, transport_url
     from harness.visit_bench import environment
     from harness.workload import Workload, run_workload
 
     workload = Workload.load(args.workload)
-    cluster = None
-    try:
+    with ExitStack() as stack:
         if args.transport in TRANSPORT_KINDS:
+            cluster = None
             if args.transport == "kafka":
-                console.print("starting a local Kafka (KRaft, 1 broker)...")
-                cluster = KafkaCluster(brokers=1).start()
+                _, cluster = stack.enter_context(local_kafka(announce=console.print))
             ctx = transport_url(args.transport, cluster)
         else:
-            from contextlib import nullcontext
-
             ctx = nullcontext((args.transport, []))
         with ctx as (url, pids), _progress() as progress:
             row = run_workload(workload, url, args.serializer, progress=progress, server_pids=pids)
-    finally:
-        if cluster is not None:
-            cluster.stop()
     row["environment"] = environment()
     lat = row["latency_us"]
     out.print(
@@ -619,7 +610,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_max_rate(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
-    from harness.kafka_cluster import KafkaCluster
+    from harness.kafka_cluster import local_kafka
     from harness.matrix import transport_url
     from harness.max_rate import find_max_rate
     from harness.visit_bench import environment
@@ -627,8 +618,7 @@ def cmd_max_rate(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         cluster = None
         if args.transport == "kafka":
-            console.print("starting a local Kafka (KRaft, 1 broker)...")
-            cluster = stack.enter_context(KafkaCluster(brokers=1))
+            _, cluster = stack.enter_context(local_kafka(announce=console.print))
 
         def url_for_step() -> str:
             url, _ = stack.enter_context(transport_url(args.transport, cluster))

@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -476,6 +477,31 @@ class KafkaCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def local_kafka(
+    bootstrap_servers: str | None = None,
+    *,
+    announce: Callable[[str], object] | None = None,
+    **cluster_options: object,
+) -> Iterator[tuple[str, KafkaCluster | None]]:
+    """``(bootstrap servers, cluster)`` for the duration of a command.
+
+    With ``bootstrap_servers`` the given cluster is used and nothing is started (cluster is
+    None); otherwise a local single-node cluster is started and stopped afterwards, whatever
+    happens in between. Every command that "starts its own Kafka" goes through here.
+    """
+    if bootstrap_servers:
+        yield bootstrap_servers, None
+        return
+    if announce is not None:
+        announce("starting a local Kafka (KRaft, 1 broker)...")
+    cluster = KafkaCluster(**cluster_options).start()  # type: ignore[arg-type]
+    try:
+        yield cluster.bootstrap_servers, cluster
+    finally:
+        cluster.stop()
 
 
 def client_auth(user: str, password: str) -> dict[str, str]:

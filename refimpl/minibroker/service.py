@@ -62,6 +62,7 @@ class MiniBrokerStats:
     truncated: Counter[str] = field(default_factory=Counter)
     evaluate_seconds: float = 0.0
     decode_seconds: float = 0.0
+    deliver_seconds: float = 0.0
     wall_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -74,6 +75,7 @@ class MiniBrokerStats:
             "truncated": dict(self.truncated),
             "evaluate_seconds": round(self.evaluate_seconds, 6),
             "decode_seconds": round(self.decode_seconds, 6),
+            "deliver_seconds": round(self.deliver_seconds, 6),
             "wall_seconds": round(self.wall_seconds, 6),
             "alerts_per_second": round(self.alerts / self.wall_seconds, 1)
             if self.wall_seconds
@@ -143,6 +145,7 @@ class MiniBroker:
         if not alerts:
             return stats
         sent = self._sent_in(visit_of(alerts[0]))
+        delivering = time.perf_counter()
         for entry, mask, per_filter in masks:
             name = entry.user.name
             matches = np.flatnonzero(mask)
@@ -159,6 +162,7 @@ class MiniBroker:
             stats.delivered[name] += len(chosen)
             if over:
                 stats.truncated[name] += over
+        self.stats.deliver_seconds += time.perf_counter() - delivering
         self.stats.batches += 1
         self.stats.alerts += len(alerts)
         self.stats.evaluate_seconds += stats.evaluate_seconds

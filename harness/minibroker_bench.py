@@ -1,0 +1,236 @@
+"""How fast the mini-broker filters: many users' filters over one full visit.
+
+Two numbers, measured in the same run: the time to evaluate every registered filter over a
+visit (columns built from the decoded alerts, then each compiled filter over them), and the rate
+at which the whole service gets through the visit when it reads it from Kafka (decode, evaluate,
+deliver VOEvents over VTP to connected subscribers and Avro to per-user Kafka topics).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.visit_bench import LSST_RATE, alert_pool, environment
+from refimpl.avro_codec import AvroSerializer
+from refimpl.filters import compile_filter
+from refimpl.filters.columns import VisitColumns
+from refimpl.minibroker import MiniBroker, MiniBrokerStore
+from refimpl.minibroker.outputs import KafkaUserTopics, VtpUserStreams
+from transports.base import Envelope, Start
+from transports.kafka import KafkaTransport
+from transports.vtp import VtpTransport
+
+TEMPLATES = (
+    "diaSource.snr > {snr:.1f}",
+    "diaSource.snr > {snr:.1f} and count(prvDiaSources) >= {n}",
+    "max(prvDiaSources.psfFlux) > {k:.2f} * diaSource.psfFlux",
+    "angdist(diaSource.ra, diaSource.dec, {ra:.4f}, {dec:.4f}) < {radius:.2f}",
+    "log10(abs(diaSource.psfFlux)) > {mag:.2f} and not diaSource.isDipole",
+    "mean(prvDiaForcedSources.psfFlux) < {flux:.1f} or isnull(diaObject.ra)",
+    'diaSource.band in ("g", "r", "i") and diaSource.reliability > {p:.2f}',
+    "diaObject.r_psfFluxNdata - diaObject.g_psfFluxNdata > {n}",
+    "min(prvDiaSources.snr) >= {snr:.1f} and diaSource.extendedness < {p:.2f}",
+    "abs(diaSource.psfFlux / diaSource.psfFluxErr) > {snr:.1f}"
+    " and count(prvDiaForcedSources) > {n}",
+)
+
+
+def benchmark_filters(count: int, alerts: list[dict], seed: int = 1) -> list[str]:
+    """``count`` varied filters (every template in turn, thresholds drawn at random)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        centre = alerts[int(rng.integers(len(alerts)))]["diaSource"]
+        values = {
+            "snr": rng.uniform(5, 40),
+            "n": int(rng.integers(1, 40)),
+            "k": rng.uniform(1.1, 4),
+            "ra": centre["ra"],
+            "dec": centre["dec"],
+            "radius": rng.uniform(0.05, 1.0),
+            "mag": rng.uniform(2.5, 4.5),
+            "flux": rng.uniform(-500, 500),
+            "p": rng.uniform(0.1, 0.9),
+        }
+        out.append(TEMPLATES[i % len(TEMPLATES)].format(**values))
+    return out
+
+
+def _vtp_users(url: str, tokens: list[str], counts: Any, stop: Any) -> None:
+    """Child process: one VTP subscriber per user; reports how many events each received."""
+    subscribers = [VtpTransport(f"{url}?token={token}").open_subscriber() for token in tokens]
+    received = [0] * len(subscribers)
+    quiet_since = time.monotonic()
+    while not (stop.is_set() and time.monotonic() - quiet_since > 1.0):
+        got = False
+        for i, subscriber in enumerate(subscribers):
+            while subscriber.poll(0.0) is not None:
+                received[i] += 1
+                got = True
+        if got:
+            quiet_since = time.monotonic()
+        else:
+            time.sleep(0.02)
+    for subscriber in subscribers:
+        subscriber.close()
+    counts.put(received)
+
+
+def _median_ms(samples: list[float]) -> float:
+    return round(statistics.median(samples) * 1e3, 3)
+
+
+def run_minibroker_bench(
+    bootstrap_servers: str,
+    *,
+    n_filters: int = 100,
+    n_alerts: int = 10_000,
+    users: int = 10,
+    seed: int = 1,
+    repeats: int = 5,
+    announce: Any = print,
+) -> dict[str, Any]:
+    announce(f"simulating a visit of {n_alerts:,} alerts...")
+    alerts = alert_pool(n_alerts, seed)
+    texts = benchmark_filters(n_filters, alerts, seed)
+    workdir = Path(tempfile.mkdtemp(prefix="alertbench-minibroker-"))
+    store = MiniBrokerStore(workdir / "mb.sqlite")
+    per_user = -(-n_filters // users)
+    tokens = {f"user{u:02d}": "" for u in range(users)}
+    for name in tokens:
+        tokens[name] = store.add_user(name, max_filters=per_user)
+    for i, text in enumerate(texts):
+        store.add_filter(tokens[f"user{i % users:02d}"], f"f{i:03d}", text)
+    compiled = [compile_filter(text, store.catalog) for text in texts]
+
+    # 1. Evaluation alone: columns from decoded alerts, then every filter, repeated.
+    announce(f"evaluating {n_filters} filters over the visit, {repeats} times...")
+    columns_s, filters_s, total_s, selected = [], [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        columns = VisitColumns(alerts)
+        for f in compiled:
+            for info in f.filter.fields:
+                columns.get(info)
+        t1 = time.perf_counter()
+        masks = [f.select(columns) for f in compiled]
+        t2 = time.perf_counter()
+        columns_s.append(t1 - t0)
+        filters_s.append(t2 - t1)
+        total_s.append(t2 - t0)
+        selected = [int(m.sum()) for m in masks]
+
+    # 2. The service, reading the visit from Kafka and delivering to connected users.
+    announce("publishing the visit to Kafka and running the mini-broker over it...")
+    codec = AvroSerializer()
+    topic = f"minibroker-bench-{time.time_ns()}"
+    transport = KafkaTransport(f"kafka://{bootstrap_servers}/{topic}")
+    transport.ensure_topic()
+    publisher = transport.open_publisher()
+    for alert in alerts:
+        publisher.publish(Envelope(codec.dumps(alert), codec.content_type, alert["diaSourceId"]))
+    publisher.flush(120)
+    vtp = VtpUserStreams(store.authenticate)
+    kafka_out = KafkaUserTopics(f"kafka://{bootstrap_servers}")
+    for name in tokens:
+        kafka_out.ensure_user(name)
+    # The users' VTP subscribers run in a process of their own, as real users' would: parsing
+    # their VOEvents must not share the service's interpreter (and its GIL).
+    context = multiprocessing.get_context("spawn")
+    counts: Any = context.Queue()
+    stop = context.Event()
+    users_process = context.Process(
+        target=_vtp_users, args=(vtp.url, list(tokens.values()), counts, stop), daemon=True
+    )
+    users_process.start()
+    deadline = time.monotonic() + 60
+    while any(not vtp.broker.subscribers_of(n) for n in tokens) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    broker = MiniBroker(store, [vtp, kafka_out], codec)
+    source = transport.open_subscriber(Start.earliest(), group="minibroker-bench")
+    stats = broker.run(source, max_alerts=n_alerts, duration=600)
+    source.close()
+    stop.set()
+    received = counts.get(timeout=60)
+    users_process.join(30)
+    vtp.close()
+    kafka_out.close()
+    store.close()
+    service = stats.as_dict()
+    visit_seconds = (
+        n_alerts / service["alerts_per_second"] if service["alerts_per_second"] else None
+    )
+    return {
+        "filters": n_filters,
+        "users": users,
+        "alerts": n_alerts,
+        "repeats": repeats,
+        "filter_texts": texts,
+        "selected_per_filter": selected,
+        "evaluation_ms": {
+            "columns_median": _median_ms(columns_s),
+            "filters_median": _median_ms(filters_s),
+            "total_median": _median_ms(total_s),
+            "total_all": [round(t * 1e3, 3) for t in total_s],
+            "ns_per_alert_per_filter": round(
+                statistics.median(filters_s) / n_alerts / n_filters * 1e9, 2
+            ),
+        },
+        "service": service,
+        "service_visit_seconds": round(visit_seconds, 2) if visit_seconds else None,
+        "service_over_lsst_rate": round(service["alerts_per_second"] / LSST_RATE, 2)
+        if service["alerts_per_second"]
+        else None,
+        "vtp_events_received": sum(received),
+        "kafka_delivered": sum(kafka_out.delivered.values()),
+        "environment": environment(),
+    }
+
+
+def write(result: dict[str, Any], out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    path = out_dir / "report.md"
+    path.write_text(render(result))
+    return path
+
+
+def render(r: dict[str, Any]) -> str:
+    ev, sv, env = r["evaluation_ms"], r["service"], r["environment"]
+    lines = [
+        f"# Mini-broker: {r['filters']} filters of {r['users']} users over a "
+        f"{r['alerts']:,}-alert visit",
+        "",
+        f"Command: `{env.get('command', '?')}`. Machine: {env.get('machine', '?')}, "
+        f"{env.get('cpus', '?')} CPUs, Python {env.get('python', '?')}. Generated from "
+        "results.json by `alertbench minibroker bench`; medians of "
+        f"{r['repeats']} repeats where repeated.",
+        "",
+        "| measure | value |",
+        "| --- | ---: |",
+        f"| build columns from decoded alerts | {ev['columns_median']:,.1f} ms |",
+        f"| evaluate all {r['filters']} filters | {ev['filters_median']:,.1f} ms |",
+        f"| both (per visit) | {ev['total_median']:,.1f} ms |",
+        f"| per alert per filter | {ev['ns_per_alert_per_filter']:,.1f} ns |",
+        f"| service throughput (Kafka in, decode, filter, deliver) | "
+        f"{sv['alerts_per_second']:,.0f} alerts/s |",
+        f"| ...of which decoding | {sv['decode_seconds']:,.2f} s |",
+        f"| ...of which filtering | {sv['evaluate_seconds']:,.2f} s |",
+        f"| ...of which delivering (VOEvent encoding, VTP, Kafka) | "
+        f"{sv['deliver_seconds']:,.2f} s |",
+        f"| a full visit through the service | {r['service_visit_seconds']} s |",
+        f"| service rate / LSST average rate | {r['service_over_lsst_rate']}x |",
+        f"| alerts delivered (VTP events received / Kafka) | {r['vtp_events_received']:,} / "
+        f"{r['kafka_delivered']:,} |",
+        f"| alerts truncated by the per-visit cap | {sum(sv['truncated'].values()):,} |",
+        "",
+    ]
+    return "\n".join(lines)

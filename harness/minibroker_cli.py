@@ -1,0 +1,229 @@
+"""``alertbench minibroker ...``: run the mini-broker, manage its users and filters, benchmark it.
+
+Users act with their token, taken from ``--token`` or, better (it stays out of the process list
+and shell history), the ``ALERTBENCH_TOKEN`` environment variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from refimpl.errors import AlertbenchError
+
+console = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 120)
+DEFAULT_DB = Path("minibroker.sqlite")
+
+
+def _store(args: argparse.Namespace):
+    from refimpl.filters import FieldCatalog
+    from refimpl.minibroker import MiniBrokerStore
+    from refimpl.schema import load_schema
+
+    return MiniBrokerStore(args.db, FieldCatalog(load_schema(args.schema_version)))
+
+
+def _token(args: argparse.Namespace) -> str:
+    token = args.token or os.environ.get("ALERTBENCH_TOKEN", "")
+    if not token:
+        raise AlertbenchError("give your token with --token or the ALERTBENCH_TOKEN variable")
+    return token
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        token = store.add_user(
+            args.name, alerts_per_visit=args.alerts_per_visit, max_filters=args.max_filters
+        )
+    if args.kafka:
+        from refimpl.minibroker.outputs import KafkaUserTopics
+
+        KafkaUserTopics(args.kafka, user=args.kafka_user, password=args.kafka_password).grant(
+            args.name, token
+        )
+        console.print(f"Kafka: {args.name!r} may read topic minibroker.{args.name} with this token")
+    console.print(f"user {args.name!r} created; their token (shown once, keep it secret):")
+    out.print(token, markup=False, highlight=False)
+    return 0
+
+
+def cmd_filter_add(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        stored = store.add_filter(_token(args), args.name, args.expression)
+    out.print(f"filter {stored.name!r} registered for {stored.user!r}", markup=False)
+    return 0
+
+
+def cmd_filter_list(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        for stored in store.list_filters(_token(args)):
+            out.print(f"{stored.name}\t{stored.expression}", markup=False, highlight=False)
+    return 0
+
+
+def cmd_filter_remove(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        store.remove_filter(_token(args), args.name)
+    out.print(f"filter {args.name!r} removed", markup=False)
+    return 0
+
+
+def cmd_filter_check(args: argparse.Namespace) -> int:
+    from refimpl.filters import FieldCatalog, parse_filter
+    from refimpl.schema import load_schema
+
+    checked = parse_filter(args.expression, FieldCatalog(load_schema(args.schema_version)))
+    fields = ", ".join(f.name for f in checked.fields)
+    out.print(f"ok: reads {fields}", markup=False, highlight=False)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
+    from refimpl.minibroker import MiniBroker
+    from refimpl.minibroker.outputs import KafkaUserTopics, VtpUserStreams
+    from transports.base import Start
+    from transports.kafka import KafkaTransport
+
+    auth = {"user": args.kafka_user, "password": args.kafka_password}
+    with ExitStack() as stack:
+        store = stack.enter_context(_store(args))
+        bootstrap, topic = args.kafka.split("://", 1)[-1].split("/", 1)
+        vtp = VtpUserStreams(store.authenticate, port=args.vtp_port)
+        stack.callback(vtp.close)
+        outputs = [vtp, KafkaUserTopics(f"kafka://{bootstrap}", **auth)]
+        broker = MiniBroker(store, outputs)
+        console.print(
+            f"mini-broker: reading {args.kafka}; users subscribe over VTP at {vtp.url} "
+            "(answering the broker's authenticate request with Param token) or read Kafka "
+            f"topic minibroker.<user>"
+        )
+        source = KafkaTransport(f"kafka://{bootstrap}/{topic}", **auth).open_subscriber(
+            Start.earliest() if args.from_earliest else Start.latest(), group=args.group
+        )
+        stack.callback(source.close)
+        started = time.monotonic()
+
+        def report(batch) -> None:
+            console.print(
+                f"[{time.monotonic() - started:7.1f} s] {batch.alerts:,} alerts, "
+                f"{batch.evaluate_seconds * 1e3:.1f} ms to filter; delivered "
+                f"{sum(batch.delivered.values())}, truncated {sum(batch.truncated.values())}"
+            )
+
+        stats = broker.run(
+            source,
+            max_alerts=args.max_alerts,
+            duration=args.duration,
+            idle_stop=args.idle_stop,
+            on_batch=report,
+        )
+    out.print(stats.as_dict())
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from harness import minibroker_bench
+    from harness.kafka_cluster import local_kafka
+
+    with local_kafka(args.bootstrap_servers, announce=console.print) as (bootstrap, _):
+        result = minibroker_bench.run_minibroker_bench(
+            bootstrap,
+            n_filters=args.filters,
+            n_alerts=args.alerts,
+            users=args.users,
+            repeats=args.repeats,
+            announce=console.print,
+        )
+    path = minibroker_bench.write(result, args.output)
+    out.print(path.read_text(), markup=False, highlight=False)
+    out.print(f"wrote {path}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    mb = sub.add_parser(
+        "minibroker",
+        help="the mini-broker: user filters over the full stream, VOEvent/VTP and Kafka out",
+        description="Rubin's 'simple filtering service': users register filters (a small, "
+        "schema-checked expression language) with a token; the service applies them to the "
+        "full Kafka stream and sends each user at most N alerts per visit as VOEvent 2.0 over "
+        "VTP and as Avro on Kafka topic minibroker.<user>.",
+    )
+    mbsub = mb.add_subparsers(dest="minibroker_command", required=True)
+
+    def common(p: argparse.ArgumentParser, token: bool = False) -> None:
+        p.add_argument("--db", type=Path, default=DEFAULT_DB, help="the SQLite store")
+        p.add_argument(
+            "--schema-version", default=None, help="alert schema filters are checked against"
+        )
+        if token:
+            p.add_argument("--token", default=None, help="your token (or set ALERTBENCH_TOKEN)")
+
+    def kafka_auth(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--kafka-user", default=None, help="SASL/SCRAM user for the service")
+        p.add_argument("--kafka-password", default=os.environ.get("ALERTBENCH_KAFKA_PASSWORD"))
+
+    user = mbsub.add_parser("user", help="operator: manage users").add_subparsers(
+        dest="user_command", required=True
+    )
+    add = user.add_parser("add", help="create a user and print their token once")
+    add.add_argument("name")
+    add.add_argument("--alerts-per-visit", type=int, default=20)
+    add.add_argument("--max-filters", type=int, default=10)
+    add.add_argument(
+        "--kafka", default=None, help="kafka://host:port of a SCRAM cluster: grant topic access"
+    )
+    kafka_auth(add)
+    common(add)
+    add.set_defaults(func=cmd_user_add)
+
+    filt = mbsub.add_parser("filter", help="users: manage your filters").add_subparsers(
+        dest="filter_command", required=True
+    )
+    fadd = filt.add_parser("add", help="register a filter (checked against the schema)")
+    fadd.add_argument("name")
+    fadd.add_argument("expression", help="e.g. 'diaSource.snr > 10 and diaSource.band == \"g\"'")
+    common(fadd, token=True)
+    fadd.set_defaults(func=cmd_filter_add)
+    flist = filt.add_parser("list", help="list your filters")
+    common(flist, token=True)
+    flist.set_defaults(func=cmd_filter_list)
+    frm = filt.add_parser("remove", help="remove one of your filters")
+    frm.add_argument("name")
+    common(frm, token=True)
+    frm.set_defaults(func=cmd_filter_remove)
+    fcheck = filt.add_parser("check", help="check a filter without registering it")
+    fcheck.add_argument("expression")
+    fcheck.add_argument("--schema-version", default=None)
+    fcheck.set_defaults(func=cmd_filter_check)
+
+    serve = mbsub.add_parser("serve", help="run the service over a Kafka alert stream")
+    serve.add_argument("--kafka", required=True, help="kafka://host:port/TOPIC of the full stream")
+    serve.add_argument("--group", default="minibroker", help="consumer group")
+    serve.add_argument("--from-earliest", action="store_true", help="start at the oldest alert")
+    serve.add_argument("--vtp-port", type=int, default=8099, help="VTP port users connect to")
+    serve.add_argument("--duration", type=float, default=None, help="stop after this many s")
+    serve.add_argument("--max-alerts", type=int, default=None, help="stop after this many")
+    serve.add_argument("--idle-stop", type=float, default=None, help="stop after s without alerts")
+    kafka_auth(serve)
+    common(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    bench = mbsub.add_parser(
+        "bench", help="N filters over a full visit: evaluation time and service throughput"
+    )
+    bench.add_argument("--filters", type=int, default=100)
+    bench.add_argument("--users", type=int, default=10)
+    bench.add_argument("--alerts", type=int, default=10_000)
+    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--bootstrap-servers", default=None, help="use this Kafka, start none")
+    bench.add_argument("-o", "--output", type=Path, default=Path("out/minibroker"))
+    bench.set_defaults(func=cmd_bench)
