@@ -358,17 +358,19 @@ class KafkaSubscriber:
 
     def poll(self, timeout: float = 1.0) -> Received | None:
         deadline = time.monotonic() + timeout
+        looked = False
         while True:
             if self._pending is not None:
                 self._consumer.store_offsets(message=self._pending)
                 self._pending = None
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 and looked:  # poll(0) still looks once
                 return None
+            looked = True
             if self._early:
                 msg = self._early.pop(0)
             else:
-                msg = self._consumer.poll(min(remaining, 0.5))
+                msg = self._consumer.poll(max(0.0, min(remaining, 0.5)))
                 self.transport.raise_access_error()
             if msg is None:
                 continue

@@ -144,8 +144,8 @@ class ZmqSubscriber:
     def poll(self, timeout: float = 1.0) -> Received | None:
         deadline = time.monotonic() + timeout
         while True:
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0 or not self._sock.poll(remaining_ms):
+            remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            if not self._sock.poll(remaining_ms):  # poll(0) still looks once
                 return None
             parts = self._sock.recv_multipart()
             now = time.time_ns()

@@ -1,0 +1,1 @@
+"""Locust load tests, one locustfile per transport (see README, "Locust")."""

@@ -1,0 +1,142 @@
+"""The locust user shared by every locustfile: publish alerts, receive them, report both.
+
+Each locust user owns one stream over its transport (its own publisher and subscriber, and its
+own server, port or topic where the transport needs one), so users are independent and locust's
+distributed mode needs nothing shared. Two request events are fired:
+
+* ``publish``: the time ``publish()`` took, with the encoded alert's size;
+* ``receive``: end-to-end latency, from the moment the alert was handed to the transport to the
+  moment the subscriber had it decoded, with a decode failure reported as a failure.
+
+Locust keeps response times as milliseconds and rounds them in its percentile tables, so
+sub-millisecond loopback latencies read as 0-1 ms there; ``alertbench run``/``matrix`` record
+microseconds in HdrHistogram for the published figures. Locust runs users as greenlets: every
+blocking call here is bounded (``poll(0)`` then a cooperative sleep), so one user never stalls
+the others.
+
+Settings come from the environment, so the same file runs locally, headless and distributed:
+``ALERTBENCH_SERIALIZER`` (avro), ``ALERTBENCH_RATE`` (alerts/s per user, 50),
+``ALERTBENCH_POOL`` (distinct simulated alerts, 50), and locust's ``--host`` for transports that
+need a server address (Kafka: ``kafka://127.0.0.1:9092``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+import uuid
+
+import gevent
+from locust import User, constant_throughput, task
+
+from harness.kafka_cluster import free_port
+from harness.visit_bench import alert_pool
+from refimpl.serializer import get_serializer
+from transports.base import Envelope, get_transport
+
+SERIALIZER = os.environ.get("ALERTBENCH_SERIALIZER", "avro")
+RATE = float(os.environ.get("ALERTBENCH_RATE", "50"))
+POOL = int(os.environ.get("ALERTBENCH_POOL", "50"))
+
+
+@functools.cache
+def encoded_pool() -> tuple[list[bytes], str]:
+    """Simulated and encoded once per locust process, shared by its users."""
+    serializer = get_serializer(SERIALIZER)
+    return [serializer.dumps(a) for a in alert_pool(POOL, seed=1)], serializer.content_type
+
+
+class AlertStreamUser(User):
+    abstract = True
+    transport_kind = ""
+    wait_time = constant_throughput(RATE)
+
+    def stream_url(self) -> str:
+        """A URL for this user's own stream (override per transport)."""
+        raise NotImplementedError
+
+    def on_start(self) -> None:
+        self.payloads, self.content_type = encoded_pool()
+        self.serializer = get_serializer(SERIALIZER)
+        self.url = self.stream_url()
+        transport = get_transport(self.url)
+        self.subscriber = transport.open_subscriber()
+        self.publisher = transport.open_publisher()
+        self.sequence = 0
+        self._running = True
+        waiting = getattr(self.publisher, "connected_subscribers", None)
+        deadline = time.monotonic() + 15
+        while waiting is not None and waiting() < 1 and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+        self._receiver = gevent.spawn(self._receive)
+
+    def _fire(self, name: str, started_ns: int, length: int, exc: BaseException | None) -> None:
+        self.environment.events.request.fire(
+            request_type=self.transport_kind,
+            name=name,
+            response_time=(time.time_ns() - started_ns) / 1e6,
+            response_length=length,
+            exception=exc,
+            context={"url": self.url},
+        )
+
+    @task
+    def publish(self) -> None:
+        self.sequence += 1
+        payload = self.payloads[self.sequence % len(self.payloads)]
+        now = time.time_ns()
+        envelope = Envelope(
+            payload,
+            self.content_type,
+            self.sequence,
+            t_intended_ns=now,
+            t_sent_ns=now,
+            sequence=self.sequence,
+        )
+        error: BaseException | None = None
+        try:
+            self.publisher.publish(envelope)
+        except Exception as exc:
+            error = exc
+        self._fire("publish", now, len(payload), error)
+
+    def _receive(self) -> None:
+        while self._running:
+            received = self.subscriber.poll(0)
+            if received is None:
+                gevent.sleep(0.002)
+                continue
+            error: BaseException | None = None
+            try:
+                self.serializer.loads(received.envelope.payload)
+            except Exception as exc:
+                error = exc
+            sent = received.envelope.t_sent_ns or received.t_received_ns
+            self._fire("receive", sent, len(received.envelope.payload), error)
+
+    def on_stop(self) -> None:
+        self._running = False
+        self.publisher.flush(5)
+        gevent.sleep(0.2)  # let the last alerts in flight arrive
+        self._receiver.kill()
+        self.publisher.close()
+        self.subscriber.close()
+        server = getattr(self, "server", None)
+        if server is not None:
+            server.stop()
+
+
+def kafka_url(host: str | None) -> str:
+    """This user's own topic on the cluster locust's ``--host`` names."""
+    if not host or not host.startswith("kafka://"):
+        raise ValueError("the Kafka locustfile needs --host kafka://HOST:PORT (a running cluster)")
+    bootstrap = host.split("://", 1)[1].split("/", 1)[0]
+    return f"kafka://{bootstrap}/locust-{uuid.uuid4().hex[:12]}"
+
+
+def local_port() -> int:
+    return free_port()
+
+
+__all__ = ["AlertStreamUser", "kafka_url", "local_port"]

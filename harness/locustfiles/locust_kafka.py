@@ -1,0 +1,19 @@
+"""Locust: alerts through Apache Kafka, one topic per user, on a running cluster.
+
+    alertbench kafka start            # prints the bootstrap servers
+    locust -f harness/locustfiles/locust_kafka.py --host kafka://127.0.0.1:PORT \\
+        --headless -u 4 -r 4 -t 30s --csv out/locust/kafka
+"""
+
+from harness.locustfiles.common import AlertStreamUser, kafka_url
+
+
+class KafkaAlertUser(AlertStreamUser):
+    transport_kind = "kafka"
+
+    def stream_url(self) -> str:
+        url = kafka_url(self.host)
+        from transports.kafka import KafkaTransport
+
+        KafkaTransport(url).ensure_topic()
+        return url
