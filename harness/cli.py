@@ -357,6 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--serializers", nargs="+", default=list(SERIALIZER_NAMES), choices=SERIALIZER_NAMES
     )
     mat.add_argument("--bootstrap-servers", default=None, help="use this Kafka, start none")
+    mat.add_argument(
+        "--max-rate",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="also search each combination's maximum sustainable rate (steps of SECONDS) and "
+        "rank by it",
+    )
     mat.add_argument("-o", "--output", type=Path, default=Path("out/matrix"))
     mat.set_defaults(func=cmd_matrix)
 
@@ -540,6 +548,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             seed=args.seed,
             progress=progress,
             bootstrap_servers=args.bootstrap_servers,
+            max_rate_seconds=args.max_rate,
         )
     path = matrix.write_results(rows, environment(), args.output, args.alerts)
     out.print(f"report: {path}")

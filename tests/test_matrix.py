@@ -93,3 +93,19 @@ def test_the_published_voevent3_evidence_is_generated_from_the_published_json() 
 
     results = Path(__file__).resolve().parent.parent / "results"
     assert evidence.render(results) == (results / "voevent3-evidence.md").read_text()
+
+
+def test_with_a_max_rate_search_the_ranking_uses_the_sustainable_rate(tmp_path) -> None:
+    from harness.matrix import LSST_RATE, run_matrix, write_results
+    from harness.visit_bench import environment
+
+    rows = run_matrix(["tcp"], ["avro"], 200, pool_size=20, max_rate_seconds=1.0)
+    (row,) = rows
+    steps = row["max_rate_steps"]
+    assert any(s["sustainable"] for s in steps)
+    assert row["max_sustainable_rate"] == max(s["rate"] for s in steps if s["sustainable"])
+    assert row["headroom"] == row["max_sustainable_rate"] / LSST_RATE
+    assert row["burst_headroom"] == row["alerts_per_second"] / LSST_RATE
+    report = write_results(rows, environment(), tmp_path, 200).read_text()
+    assert "max sustainable/s" in report and "maximum sustainable rate" in report
+    assert f"sustains {row['max_sustainable_rate']:,.0f} alerts/s" in report
