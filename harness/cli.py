@@ -398,6 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a transport kind (kafka, grpc, zmq-pubsub, zmq-pushpull, tcp) or URL",
     )
     run.add_argument("--serializer", default="avro", choices=sorted(SERIALIZERS))
+    run.add_argument(
+        "--threads",
+        action="store_true",
+        help="run the subscribers as threads of this process (default: one process each)",
+    )
     run.add_argument("-o", "--output", type=Path, default=None, help="write the result JSON")
     run.set_defaults(func=cmd_run)
 
@@ -596,7 +601,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             ctx = nullcontext((args.transport, []))
         with ctx as (url, pids), _progress() as progress:
-            row = run_workload(workload, url, args.serializer, progress=progress, server_pids=pids)
+            row = run_workload(
+                workload,
+                url,
+                args.serializer,
+                progress=progress,
+                server_pids=pids,
+                roles="threads" if args.threads else "processes",
+            )
     row["environment"] = environment()
     lat = row["latency_us"]
     out.print(
@@ -609,6 +621,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{row['cores_per_stream_at_lsst_rate']:.2f} cores per stream at LSST's rate",
         markup=False,
     )
+    roles = row.get("processes")
+    if roles:
+        subs = roles["subscribers"]
+        out.print(
+            f"processes: publisher {roles['publisher']['cpu_seconds']:.1f} CPU s, peak "
+            f"{roles['publisher']['peak_rss_mb']:,.0f} MB; subscribers "
+            + ", ".join(f"{p['cpu_seconds']:.1f} s/{p['peak_rss_mb']:,.0f} MB" for p in subs)
+            + f"; servers {roles['servers_cpu_seconds']:.1f} CPU s",
+            markup=False,
+        )
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(row, indent=2, sort_keys=True, default=str) + "\n")

@@ -6,10 +6,18 @@ number of subscribers (full streams out). The runner gives every alert an *inten
 from that schedule and sends it then (or as soon as it can, if it is behind); latency runs from
 the intended time to after decode at each subscriber, so a producer that falls behind shows up as
 latency instead of hiding it (coordinated omission).
+
+Roles run as separate processes by default, as they would in production: each subscriber is a
+child process (its own interpreter, so decoding does not compete with the publisher for one
+GIL) that reports its HdrHistogram, CPU seconds and peak memory; the publisher is this process;
+servers are the transport's own processes (the Kafka JVM) or, for gRPC, threads of this one.
+``roles="threads"`` keeps everything in this process, as the matrix's bursts do.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import resource
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -82,6 +90,83 @@ class Workload:
         return out
 
 
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _pid_peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def subscriber_process(
+    url: str,
+    serializer_name: str,
+    expected: int,
+    fanout: bool,
+    idle_timeout: float,
+    ready: Any,
+    results: Any,
+    shared_received: Any,
+) -> None:
+    """One subscriber role in a child process: consume, decode, time, report once at the end."""
+    codec = get_serializer(serializer_name)
+    subscriber = get_transport(url).open_subscriber()
+    ready.set()
+    started = time.time_ns()
+    histogram = HdrHistogram(1, 600_000_000, 3)
+    ids: set[int] = set()
+    dups = errors = 0
+    last = 0
+    while True:
+        if fanout and len(ids) >= expected:
+            break
+        if not fanout and shared_received.value >= expected:
+            break
+        item = subscriber.poll(idle_timeout if fanout else min(idle_timeout, 1.0))
+        if item is None:  # nothing for idle_timeout (fanout) or 1 s (shared stream)
+            if fanout or time.time_ns() - (last or started) > idle_timeout * 1e9:
+                break
+            continue
+        try:
+            codec.loads(item.envelope.payload)
+        except AlertbenchError:
+            errors += 1
+            continue
+        now = time.time_ns()
+        if item.envelope.alert_id in ids:
+            dups += 1
+            continue
+        ids.add(item.envelope.alert_id)
+        if not fanout:
+            with shared_received.get_lock():
+                shared_received.value += 1
+        last = now
+        histogram.record_value(max(1, (now - item.envelope.t_intended_ns) // 1000))
+    subscriber.close()
+    results.put(
+        {
+            "received": len(ids),
+            "dups": dups,
+            "errors": errors,
+            "last": last,
+            "histogram": histogram.encode(),
+            "cpu_seconds": _cpu_seconds(),
+            "peak_rss_mb": _peak_rss_mb(),
+        }
+    )
+
+
 def run_workload(
     workload: Workload,
     url: str,
@@ -89,8 +174,11 @@ def run_workload(
     progress: Any = None,
     server_pids: list[int] | None = None,
     idle_timeout: float = 30.0,
+    roles: str = "processes",
 ) -> dict[str, Any]:
     """Run ``workload`` against ``url``; one result row (the matrix report's format)."""
+    if roles not in ("processes", "threads"):
+        raise ValueError(f"roles must be 'processes' or 'threads', not {roles!r}")
     codec = get_serializer(serializer_name)
     pool = alert_pool(workload.alert_pool, workload.seed)
     schedule = workload.schedule()
@@ -99,6 +187,11 @@ def run_workload(
     if hasattr(transport, "ensure_topic"):
         transport.ensure_topic(partitions=3)
     fanout = transport.capabilities.fanout
+    if roles == "processes":
+        return _run_with_processes(
+            workload, url, serializer_name, codec, pool, schedule, transport, fanout, progress,
+            server_pids or [], idle_timeout,
+        )  # fmt: skip
     subscribers = [transport.open_subscriber() for _ in range(workload.subscribers)]
     publisher = transport.open_publisher()
     wait = getattr(publisher, "wait_for_subscribers", None)
@@ -219,3 +312,122 @@ def _fraction_within(histogram: HdrHistogram, limit_us: int) -> float:
         if item.value_iterated_to <= limit_us
     )
     return within / total
+
+
+def _publish_schedule(
+    publisher: Any, codec: Any, pool: list[dict], schedule: list[tuple[int, float]], progress: Any,
+    name: str,
+) -> tuple[int, int, int]:  # fmt: skip
+    """Send every alert at its intended time; (t0, alerts sent behind schedule, payload bytes)."""
+    task = progress.add_task(name, total=len(schedule)) if progress else None
+    t0 = time.time_ns() + 200_000_000
+    behind = payload_bytes = 0
+    for i, (_visit, offset) in enumerate(schedule):
+        intended = t0 + int(offset * 1e9)
+        delay = (intended - time.time_ns()) / 1e9
+        if delay > 0:
+            time.sleep(delay)
+        elif delay < -0.001:
+            behind += 1
+        payload = codec.dumps(pool[i % len(pool)])
+        payload_bytes += len(payload)
+        publisher.publish(
+            Envelope(
+                payload=payload,
+                content_type=codec.content_type,
+                alert_id=i,
+                t_shutter_ns=t0,
+                t_intended_ns=intended,
+                sequence=i,
+            )
+        )
+        if task is not None and i % 50 == 0:
+            progress.update(task, completed=i)
+    if task is not None:
+        progress.update(task, completed=len(schedule))
+    return t0, behind, payload_bytes
+
+
+def _run_with_processes(
+    workload: Workload, url: str, serializer_name: str, codec: Any, pool: list[dict],
+    schedule: list[tuple[int, float]], transport: Any, fanout: bool, progress: Any,
+    server_pids: list[int], idle_timeout: float,
+) -> dict[str, Any]:  # fmt: skip
+    from harness.visit_bench import process_cpu_seconds
+
+    n = len(schedule)
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    shared = context.Value("l", 0)
+    readies = [context.Event() for _ in range(workload.subscribers)]
+    children = [
+        context.Process(
+            target=subscriber_process,
+            args=(url, serializer_name, n, fanout, idle_timeout, ready, results, shared),
+            daemon=True,
+        )
+        for ready in readies
+    ]
+    for child in children:
+        child.start()
+    for ready, child in zip(readies, children, strict=True):
+        if not ready.wait(120):
+            raise AlertbenchError(f"subscriber process {child.pid} did not start in 120 s")
+    publisher = transport.open_publisher()
+    wait = getattr(publisher, "wait_for_subscribers", None)
+    if wait is not None:
+        wait(len(children), timeout=15)
+    cpu0 = _cpu_seconds()
+    server0 = process_cpu_seconds(server_pids)
+    t0, behind, payload_bytes = _publish_schedule(
+        publisher, codec, pool, schedule, progress, workload.name
+    )
+    publisher.flush(120)
+    publisher_cpu = _cpu_seconds() - cpu0
+    reports = [results.get(timeout=idle_timeout + 600) for _ in children]
+    server_cpu = process_cpu_seconds(server_pids) - server0
+    for child in children:
+        child.join(30)
+    publisher.close()
+    histogram = HdrHistogram(1, 600_000_000, 3)
+    for report in reports:
+        histogram.add(HdrHistogram.decode(report["histogram"]))
+    received = [r["received"] for r in reports]
+    delivered = sum(received) if not fanout else min(received)
+    last = max(r["last"] for r in reports) or time.time_ns()
+    duration = (last - t0) / 1e9
+    lat = {f"p{p:g}": float(histogram.get_value_at_percentile(p)) for p in PERCENTILES}
+    lat["max"] = float(histogram.get_max_value())
+    streams = workload.subscribers if fanout else 1
+    offered = n / max(schedule[-1][1], 1e-9) if n > 1 else 0.0
+    subscriber_cpu = sum(r["cpu_seconds"] for r in reports)
+    total_cpu = publisher_cpu + subscriber_cpu + server_cpu
+    per_alert = total_cpu / max(delivered * streams, 1)
+    return {
+        "workload": asdict(workload),
+        "transport_url": url,
+        "serializer": serializer_name,
+        "capabilities": asdict(transport.capabilities),
+        "roles": "processes",
+        "alerts_sent": n,
+        "alerts_received_per_subscriber": received,
+        "lost": n - delivered,
+        "duplicates": sum(r["dups"] for r in reports),
+        "decode_errors": sum(r["errors"] for r in reports),
+        "sent_behind_schedule": behind,
+        "offered_alerts_per_second": offered,
+        "delivered_alerts_per_second": delivered / duration if duration > 0 else 0.0,
+        "bytes_per_alert": payload_bytes / n,
+        "latency_us": lat,
+        "within_60s_fraction": _fraction_within(histogram, 60_000_000),
+        "processes": {
+            "publisher": {"cpu_seconds": publisher_cpu, "peak_rss_mb": _peak_rss_mb()},
+            "subscribers": [
+                {"cpu_seconds": r["cpu_seconds"], "peak_rss_mb": r["peak_rss_mb"]} for r in reports
+            ],
+            "servers": [{"pid": pid, "peak_rss_mb": _pid_peak_rss_mb(pid)} for pid in server_pids],
+            "servers_cpu_seconds": server_cpu,
+        },
+        "cpu_seconds_per_alert": per_alert,
+        "cores_per_stream_at_lsst_rate": per_alert * LSST_RATE,
+    }

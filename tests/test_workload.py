@@ -64,8 +64,23 @@ def test_a_paced_run_delivers_every_alert_to_every_subscriber() -> None:
         alert_pool=10,
     )
     row = run_workload(w, f"tcp://127.0.0.1:{free_port()}", "avro")
+    assert row["roles"] == "processes"
+    subscribers = row["processes"]["subscribers"]
+    assert len(subscribers) == 3 and all(p["cpu_seconds"] > 0 for p in subscribers)
+    assert all(p["peak_rss_mb"] > 50 for p in [*subscribers, row["processes"]["publisher"]])
     assert row["alerts_sent"] == 120
     assert row["alerts_received_per_subscriber"] == [120, 120, 120]
     assert row["lost"] == 0 and row["duplicates"] == 0 and row["decode_errors"] == 0
     assert row["within_60s_fraction"] == 1.0
     assert 0 < row["latency_us"]["p50"] <= row["latency_us"]["max"]
+
+
+def test_a_shared_stream_is_split_between_subscriber_processes() -> None:
+    w = Workload(
+        name="tiny-pushpull", visits=1, alerts_per_visit=80, cadence_s=2.0,
+        burst_window_s=0.5, subscribers=2, alert_pool=10,
+    )  # fmt: skip
+    url = f"zmq+tcp://127.0.0.1:{free_port()}?pattern=pushpull"
+    row = run_workload(w, url, "avro", idle_timeout=5.0)
+    assert sum(row["alerts_received_per_subscriber"]) == 80
+    assert row["lost"] == 0 and row["duplicates"] == 0
