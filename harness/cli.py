@@ -395,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--transport",
         default="kafka",
-        help="a transport kind (kafka, grpc, zmq-pubsub, zmq-pushpull, tcp) or URL",
+        help="a transport kind (kafka, grpc, zmq-pubsub, zmq-pushpull, tcp, vtp) or URL",
     )
     run.add_argument("--serializer", default="avro", choices=sorted(SERIALIZERS))
     run.add_argument(
@@ -414,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
         "latency stays under the bound.",
     )
     mr.add_argument(
-        "--transport", default="tcp", help="kafka, grpc, zmq-pubsub, zmq-pushpull or tcp"
+        "--transport", default="tcp", help="kafka, grpc, zmq-pubsub, zmq-pushpull, tcp or vtp"
     )
     mr.add_argument("--serializer", default="avro", choices=sorted(SERIALIZERS))
     mr.add_argument("--start", type=float, default=50.0, help="first rate tried, alerts/s")

@@ -25,14 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from harness.kafka_cluster import KafkaCluster, free_port
-from harness.visit_bench import LSST_RATE, alert_pool, run_visit
+from harness.visit_bench import LSST_RATE, alert_pool, run_visit, with_alert_id
 from refimpl.serializer import get_serializer
 from transports.base import get_transport
 from transports.grpc import AlertStreamServer
+from transports.vtp import VtpBroker
 
-TRANSPORT_KINDS = ("kafka", "grpc", "zmq-pubsub", "zmq-pushpull", "tcp")
+TRANSPORT_KINDS = ("kafka", "grpc", "zmq-pubsub", "zmq-pushpull", "tcp", "vtp")
 SERIALIZER_NAMES = ("avro", "protobuf", "voevent", "voevent3")
 VISIT_BUDGET_S = 60.0
+
+
+def valid_combination(kind: str, content_type: str) -> bool:
+    """VTP carries VOEvent XML only; every other transport carries any serialization."""
+    return kind != "vtp" or content_type == "application/x-voevent+xml"
 
 
 @contextmanager
@@ -51,6 +57,9 @@ def transport_url(kind: str, cluster: KafkaCluster | None) -> Iterator[tuple[str
         yield f"zmq+tcp://127.0.0.1:{free_port()}?pattern={kind.split('-')[1]}", []
     elif kind == "tcp":
         yield f"tcp://127.0.0.1:{free_port()}", []
+    elif kind == "vtp":
+        with VtpBroker() as broker:
+            yield broker.url, []
     else:
         raise ValueError(f"unknown transport kind {kind!r}; choose from {TRANSPORT_KINDS}")
 
@@ -86,6 +95,8 @@ def run_matrix(
             codec = get_serializer(serializer_name)
             encoded = [codec.dumps(a) for a in pool]
             for kind in transports:
+                if not valid_combination(kind, codec.content_type):
+                    continue
                 if kind == "kafka" and bootstrap_servers is not None:
                     ctx = _existing(bootstrap_servers)
                 else:
@@ -100,7 +111,9 @@ def run_matrix(
                         n_alerts=n_alerts,
                         progress=progress,
                         idle_timeout=15.0,
-                        make_payload=lambda i, c=codec: c.dumps(pool[i % len(pool)]),
+                        make_payload=lambda i, c=codec: c.dumps(
+                            with_alert_id(pool[i % len(pool)], i)
+                        ),
                         decode=codec.loads,
                         server_pids=pids,
                     )

@@ -17,7 +17,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from harness.visit_bench import LSST_RATE, alert_pool
+from harness.visit_bench import LSST_RATE, alert_pool, with_alert_id
 from refimpl.serializer import get_serializer
 from transports.base import Envelope, get_transport
 
@@ -51,6 +51,7 @@ def offer(
     n = max(1, int(rate * seconds))
     histogram = HdrHistogram(1, 600_000_000, 3)
     got: set[int] = set()
+    intended_by_id: dict[int, int] = {}  # for transports that carry only the packet (VTP)
 
     def consume() -> None:
         while len(got) < n:
@@ -58,7 +59,9 @@ def offer(
             if item is None:
                 return
             codec.loads(item.envelope.payload)
-            histogram.record_value(max(1, (time.time_ns() - item.envelope.t_intended_ns) // 1000))
+            alert_id = item.envelope.alert_id
+            intended = item.envelope.t_intended_ns or intended_by_id.get(alert_id, time.time_ns())
+            histogram.record_value(max(1, (time.time_ns() - intended) // 1000))
             got.add(item.envelope.alert_id)
 
     thread = threading.Thread(target=consume, daemon=True)
@@ -67,6 +70,7 @@ def offer(
     late = 0
     for i in range(n):
         intended = t0 + int(i * 1e9 / rate)
+        intended_by_id[i] = intended
         delay = (intended - time.time_ns()) / 1e9
         if delay > 0:
             time.sleep(delay)
@@ -74,7 +78,7 @@ def offer(
             late += 1
         pub.publish(
             Envelope(
-                payload=codec.dumps(pool[i % len(pool)]),
+                payload=codec.dumps(with_alert_id(pool[i % len(pool)], i)),
                 content_type=codec.content_type,
                 alert_id=i,
                 t_intended_ns=intended,

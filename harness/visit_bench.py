@@ -77,6 +77,17 @@ def alert_pool(count: int, seed: int) -> list[dict]:
     return list(sim.visit(0).alerts(count))
 
 
+def with_alert_id(alert: dict, alert_id: int) -> dict:
+    """A pool alert re-labelled as alert ``alert_id``, so cycled alerts stay distinct packets.
+
+    Transports that de-duplicate by content (a VTP broker naks bytes it has seen) or carry no
+    metadata besides the packet (VTP: the id comes from the IVORN) need every alert unique.
+    """
+    return dict(
+        alert, diaSourceId=alert_id, diaSource=dict(alert["diaSource"], diaSourceId=alert_id)
+    )
+
+
 def process_cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds of other processes (e.g. Kafka's JVMs), from /proc."""
     total = 0.0

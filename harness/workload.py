@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 from hdrh.histogram import HdrHistogram
 
-from harness.visit_bench import LSST_RATE, PERCENTILES, alert_pool
+from harness.visit_bench import LSST_RATE, PERCENTILES, alert_pool, with_alert_id
 from refimpl.errors import AlertbenchError
 from refimpl.serializer import get_serializer
 from refimpl.simulator import AlertSimulator, SimulationConfig
@@ -90,6 +90,11 @@ class Workload:
         return out
 
 
+@dataclass
+class _Start:
+    value: int
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
@@ -118,6 +123,8 @@ def subscriber_process(
     ready: Any,
     results: Any,
     shared_received: Any,
+    offsets: list[float] | None = None,
+    start_ns: Any = None,
 ) -> None:
     """One subscriber role in a child process: consume, decode, time, report once at the end."""
     codec = get_serializer(serializer_name)
@@ -152,7 +159,11 @@ def subscriber_process(
             with shared_received.get_lock():
                 shared_received.value += 1
         last = now
-        histogram.record_value(max(1, (now - item.envelope.t_intended_ns) // 1000))
+        intended = item.envelope.t_intended_ns
+        if not intended and offsets is not None and 0 <= item.envelope.alert_id < len(offsets):
+            # The transport carries only the packet (VTP): the schedule says when it was due.
+            intended = start_ns.value + int(offsets[item.envelope.alert_id] * 1e9)
+        histogram.record_value(max(1, (now - (intended or now)) // 1000))
     subscriber.close()
     results.put(
         {
@@ -226,43 +237,27 @@ def run_workload(
                 continue
             state["ids"].add(alert_id)
             state["last"] = now
+            intended = item.envelope.t_intended_ns
+            if not intended and 0 <= alert_id < n:
+                intended = start.value + int(schedule[alert_id][1] * 1e9)
             with lock:
-                histogram.record_value(max(1, (now - item.envelope.t_intended_ns) // 1000))
+                histogram.record_value(max(1, (now - (intended or now)) // 1000))
 
+    # When the schedule starts (shared with the consumers, for transports that carry only the
+    # packet, such as VTP: the alert id then says which slot of the schedule it had).
+    start = _Start(time.time_ns() + 200_000_000)
     threads = [
         threading.Thread(target=consume, args=(k,), daemon=True) for k in range(len(subscribers))
     ]
     for t in threads:
         t.start()
-    task = progress.add_task(f"{workload.name}", total=n) if progress else None
     cpu0 = time.process_time()
     from harness.visit_bench import process_cpu_seconds
 
     server0 = process_cpu_seconds(server_pids or [])
-    t0 = time.time_ns() + 200_000_000  # start 0.2 s from now
-    behind = 0
-    payload_bytes = 0
-    for i, (_visit, offset) in enumerate(schedule):
-        intended = t0 + int(offset * 1e9)
-        delay = (intended - time.time_ns()) / 1e9
-        if delay > 0:
-            time.sleep(delay)
-        elif delay < -0.001:
-            behind += 1
-        payload = codec.dumps(pool[i % len(pool)])
-        payload_bytes += len(payload)
-        publisher.publish(
-            Envelope(
-                payload=payload,
-                content_type=codec.content_type,
-                alert_id=i,
-                t_shutter_ns=t0,
-                t_intended_ns=intended,
-                sequence=i,
-            )
-        )
-        if task is not None and i % 50 == 0:
-            progress.update(task, completed=i)
+    t0, behind, payload_bytes = _publish_schedule(
+        publisher, codec, pool, schedule, progress, workload.name, start
+    )
     publisher.flush(120)
     for t in threads:
         t.join(timeout=idle_timeout + 600)
@@ -316,11 +311,11 @@ def _fraction_within(histogram: HdrHistogram, limit_us: int) -> float:
 
 def _publish_schedule(
     publisher: Any, codec: Any, pool: list[dict], schedule: list[tuple[int, float]], progress: Any,
-    name: str,
+    name: str, start_ns: Any = None,
 ) -> tuple[int, int, int]:  # fmt: skip
     """Send every alert at its intended time; (t0, alerts sent behind schedule, payload bytes)."""
     task = progress.add_task(name, total=len(schedule)) if progress else None
-    t0 = time.time_ns() + 200_000_000
+    t0 = start_ns.value if start_ns is not None else time.time_ns() + 200_000_000
     behind = payload_bytes = 0
     for i, (_visit, offset) in enumerate(schedule):
         intended = t0 + int(offset * 1e9)
@@ -329,7 +324,7 @@ def _publish_schedule(
             time.sleep(delay)
         elif delay < -0.001:
             behind += 1
-        payload = codec.dumps(pool[i % len(pool)])
+        payload = codec.dumps(with_alert_id(pool[i % len(pool)], i))
         payload_bytes += len(payload)
         publisher.publish(
             Envelope(
@@ -359,11 +354,24 @@ def _run_with_processes(
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     shared = context.Value("l", 0)
+    start_ns = context.Value("q", 0)
+    offsets = [offset for _, offset in schedule]
     readies = [context.Event() for _ in range(workload.subscribers)]
     children = [
         context.Process(
             target=subscriber_process,
-            args=(url, serializer_name, n, fanout, idle_timeout, ready, results, shared),
+            args=(
+                url,
+                serializer_name,
+                n,
+                fanout,
+                idle_timeout,
+                ready,
+                results,
+                shared,
+                offsets,
+                start_ns,
+            ),
             daemon=True,
         )
         for ready in readies
@@ -379,8 +387,9 @@ def _run_with_processes(
         wait(len(children), timeout=15)
     cpu0 = _cpu_seconds()
     server0 = process_cpu_seconds(server_pids)
+    start_ns.value = time.time_ns() + 200_000_000
     t0, behind, payload_bytes = _publish_schedule(
-        publisher, codec, pool, schedule, progress, workload.name
+        publisher, codec, pool, schedule, progress, workload.name, start_ns
     )
     publisher.flush(120)
     publisher_cpu = _cpu_seconds() - cpu0
