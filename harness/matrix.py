@@ -266,6 +266,9 @@ def write_report(out_dir: Path) -> Path:
     ranked = rank(data["results"])
     plot = out_dir / "throughput-latency.png"
     _plot(ranked, plot)
+    _plot_sizes(ranked, out_dir / SIZES_PNG)
+    if any(r.get("latency_cdf_us") for r in ranked):
+        _plot_cdf(ranked, out_dir / CDF_PNG)
     (out_dir / "report.md").write_text(render_report(data, ranked, plot.name))
     return out_dir / "report.md"
 
@@ -320,7 +323,73 @@ def render_report(data: dict[str, Any], ranked: list[dict[str, Any]], plot_name:
     lines += ["", "## What the numbers say", ""]
     lines += [f"- {s}" for s in explain(ranked)]
     lines += ["", f"![throughput and latency]({plot_name})", ""]
+    if any(r.get("latency_cdf_us") for r in ranked):
+        lines += [f"![latency CDF per combination]({CDF_PNG})", ""]
+    lines += [f"![bytes per alert and bandwidth per stream]({SIZES_PNG})", ""]
     return "\n".join(lines)
+
+
+CDF_PNG = "latency-cdf.png"
+SIZES_PNG = "sizes.png"
+
+
+def _plot_cdf(ranked: list[dict[str, Any]], path: Path) -> None:
+    """End-to-end latency CDF of every combination (the tail is where they differ)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    styles = {"avro": "-", "protobuf": "--", "voevent": ":", "voevent3": "-."}
+    for r in ranked:
+        points = r.get("latency_cdf_us") or []
+        if not points:
+            continue
+        ax.plot(
+            [v / 1e3 for _, v in points],
+            [p for p, _ in points],
+            styles.get(r["serializer"], "-"),
+            label=f"{r['transport']} x {r['serializer']}",
+            linewidth=1.2,
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("end-to-end latency, ms (intended send time to after decode)")
+    ax.set_ylabel("percentile of alerts")
+    ax.set_ylim(0, 100)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, ncol=2, loc="lower right")
+    ax.set_title("Latency CDF per transport x serialization")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def _plot_sizes(ranked: list[dict[str, Any]], path: Path) -> None:
+    """Bytes per alert and bandwidth per full stream at LSST's rate, per serialization."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_serializer: dict[str, dict[str, Any]] = {}
+    for r in ranked:
+        by_serializer.setdefault(r["serializer"], r)
+    names = sorted(by_serializer)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.8))
+    ax1.bar(names, [by_serializer[n]["bytes_per_alert"] / 1e3 for n in names], color="tab:blue")
+    ax1.set_ylabel("KB per alert")
+    ax1.set_title("Alert size")
+    ax2.bar(
+        names,
+        [by_serializer[n]["mbit_per_stream_at_lsst_rate"] for n in names],
+        color="tab:orange",
+    )
+    ax2.set_ylabel("Mbit/s per full stream")
+    ax2.set_title(f"Bandwidth at LSST's rate ({LSST_RATE:.0f} alerts/s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
 
 
 def _plot(ranked: list[dict[str, Any]], path: Path) -> None:

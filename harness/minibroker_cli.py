@@ -49,7 +49,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
         )
         console.print(f"Kafka: {args.name!r} may read topic minibroker.{args.name} with this token")
     console.print(f"user {args.name!r} created; their token (shown once, keep it secret):")
-    out.print(token, markup=False, highlight=False)
+    print(token)  # alone on stdout, for scripts
     return 0
 
 
@@ -63,7 +63,7 @@ def cmd_filter_add(args: argparse.Namespace) -> int:
 def cmd_filter_list(args: argparse.Namespace) -> int:
     with _store(args) as store:
         for stored in store.list_filters(_token(args)):
-            out.print(f"{stored.name}\t{stored.expression}", markup=False, highlight=False)
+            print(f"{stored.name}\t{stored.expression}")  # tab-separated, for scripts
     return 0
 
 

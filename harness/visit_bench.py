@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,17 @@ from refimpl.simulator import AlertSimulator, SimulationConfig
 from transports.base import Envelope, Start, get_transport
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+CDF_PERCENTILES = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.5, 99.9, 99.99, 100)
+"""Where the latency CDF is sampled for plots (value at each percentile, microseconds)."""
+
+
+def latency_cdf(histogram: Any) -> list[list[float]]:
+    """``[[percentile, latency_us], ...]`` from an HdrHistogram: enough to draw its CDF."""
+    if not histogram.get_total_count():
+        return []
+    return [[p, float(histogram.get_value_at_percentile(p))] for p in CDF_PERCENTILES]
+
+
 LSST_RATE = 10_000 / 39.0
 """LSST's average alert rate: 10,000 alerts per ~39 s visit (DMTN-102)."""
 
@@ -60,6 +71,8 @@ class VisitResult:
     client_wire_bytes: int = 0
     """Bytes the publisher and subscriber moved on their sockets, both ways, where the transport
     counts them (VTP: events, acks and iamalives); 0 where it does not."""
+    latency_cdf_us: list[list[float]] = field(default_factory=list)
+    """[[percentile, microseconds], ...] for the latency CDF plot."""
 
 
 def payload_pool(count: int, seed: int, serializer_name: str = "avro") -> tuple[list[bytes], str]:
@@ -221,6 +234,7 @@ def run_visit(
             **{f"p{p:g}": float(histogram.get_value_at_percentile(p)) for p in PERCENTILES},
             "max": float(histogram.get_max_value()),
         },
+        latency_cdf_us=latency_cdf(histogram),
         cpu_seconds=cpu,
         server_cpu_seconds=server_cpu,
         decode_errors=counters["decode_errors"],

@@ -266,35 +266,16 @@ def run_workload(
     for sub in subscribers:
         sub.close()
     publisher.close()
-    received = [len(s["ids"]) for s in per_sub]
-    delivered = sum(received) if not fanout else min(received)
-    last = max(s["last"] for s in per_sub) or time.time_ns()
-    duration = (last - t0) / 1e9
-    lat = {f"p{p:g}": float(histogram.get_value_at_percentile(p)) for p in PERCENTILES}
-    lat["max"] = float(histogram.get_max_value())
-    streams = workload.subscribers if fanout else 1
-    offered = n / max(schedule[-1][1], 1e-9) if n > 1 else 0.0
-    return {
-        "workload": asdict(workload),
-        "transport_url": url,
-        "serializer": serializer_name,
-        "capabilities": asdict(transport.capabilities),
-        "alerts_sent": n,
-        "alerts_received_per_subscriber": received,
-        "lost": n - delivered,
-        "duplicates": sum(s["dups"] for s in per_sub),
-        "decode_errors": sum(s["errors"] for s in per_sub),
-        "sent_behind_schedule": behind,
-        "offered_alerts_per_second": offered,
-        "delivered_alerts_per_second": delivered / duration if duration > 0 else 0.0,
-        "bytes_per_alert": payload_bytes / n,
-        "latency_us": lat,
-        "within_60s_fraction": _fraction_within(histogram, 60_000_000),
-        "cpu_seconds_per_alert": (cpu + server_cpu) / max(delivered * streams, 1),
-        "cores_per_stream_at_lsst_rate": (cpu + server_cpu)
-        / max(delivered * streams, 1)
-        * LSST_RATE,
-    }
+    states = [
+        {"received": len(st["ids"]), "dups": st["dups"], "errors": st["errors"], "last": st["last"]}
+        for st in per_sub
+    ]
+    row = _result_row(
+        workload, url, serializer_name, transport, schedule, fanout, states, histogram,
+        t0, behind, payload_bytes, cpu + server_cpu,
+    )  # fmt: skip
+    row["roles"] = "threads"
+    return row
 
 
 def _fraction_within(histogram: HdrHistogram, limit_us: int) -> float:
@@ -401,42 +382,54 @@ def _run_with_processes(
     histogram = HdrHistogram(1, 600_000_000, 3)
     for report in reports:
         histogram.add(HdrHistogram.decode(report["histogram"]))
-    received = [r["received"] for r in reports]
+    subscriber_cpu = sum(r["cpu_seconds"] for r in reports)
+    row = _result_row(
+        workload, url, serializer_name, transport, schedule, fanout, reports, histogram,
+        t0, behind, payload_bytes, publisher_cpu + subscriber_cpu + server_cpu,
+    )  # fmt: skip
+    row["roles"] = "processes"
+    row["processes"] = {
+        "publisher": {"cpu_seconds": publisher_cpu, "peak_rss_mb": _peak_rss_mb()},
+        "subscribers": [
+            {"cpu_seconds": r["cpu_seconds"], "peak_rss_mb": r["peak_rss_mb"]} for r in reports
+        ],
+        "servers": [{"pid": pid, "peak_rss_mb": _pid_peak_rss_mb(pid)} for pid in server_pids],
+        "servers_cpu_seconds": server_cpu,
+    }
+    return row
+
+
+def _result_row(
+    workload: Workload, url: str, serializer_name: str, transport: Any,
+    schedule: list[tuple[int, float]], fanout: bool, states: list[dict[str, Any]],
+    histogram: HdrHistogram, t0: int, behind: int, payload_bytes: int, cpu_seconds: float,
+) -> dict[str, Any]:  # fmt: skip
+    """One result row (the matrix report's format) from what each subscriber reported."""
+    n = len(schedule)
+    received = [st["received"] for st in states]
     delivered = sum(received) if not fanout else min(received)
-    last = max(r["last"] for r in reports) or time.time_ns()
+    last = max(st["last"] for st in states) or time.time_ns()
     duration = (last - t0) / 1e9
     lat = {f"p{p:g}": float(histogram.get_value_at_percentile(p)) for p in PERCENTILES}
     lat["max"] = float(histogram.get_max_value())
     streams = workload.subscribers if fanout else 1
-    offered = n / max(schedule[-1][1], 1e-9) if n > 1 else 0.0
-    subscriber_cpu = sum(r["cpu_seconds"] for r in reports)
-    total_cpu = publisher_cpu + subscriber_cpu + server_cpu
-    per_alert = total_cpu / max(delivered * streams, 1)
+    per_alert = cpu_seconds / max(delivered * streams, 1)
     return {
         "workload": asdict(workload),
         "transport_url": url,
         "serializer": serializer_name,
         "capabilities": asdict(transport.capabilities),
-        "roles": "processes",
         "alerts_sent": n,
         "alerts_received_per_subscriber": received,
         "lost": n - delivered,
-        "duplicates": sum(r["dups"] for r in reports),
-        "decode_errors": sum(r["errors"] for r in reports),
+        "duplicates": sum(st["dups"] for st in states),
+        "decode_errors": sum(st["errors"] for st in states),
         "sent_behind_schedule": behind,
-        "offered_alerts_per_second": offered,
+        "offered_alerts_per_second": n / max(schedule[-1][1], 1e-9) if n > 1 else 0.0,
         "delivered_alerts_per_second": delivered / duration if duration > 0 else 0.0,
         "bytes_per_alert": payload_bytes / n,
         "latency_us": lat,
         "within_60s_fraction": _fraction_within(histogram, 60_000_000),
-        "processes": {
-            "publisher": {"cpu_seconds": publisher_cpu, "peak_rss_mb": _peak_rss_mb()},
-            "subscribers": [
-                {"cpu_seconds": r["cpu_seconds"], "peak_rss_mb": r["peak_rss_mb"]} for r in reports
-            ],
-            "servers": [{"pid": pid, "peak_rss_mb": _pid_peak_rss_mb(pid)} for pid in server_pids],
-            "servers_cpu_seconds": server_cpu,
-        },
         "cpu_seconds_per_alert": per_alert,
         "cores_per_stream_at_lsst_rate": per_alert * LSST_RATE,
     }

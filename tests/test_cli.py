@@ -104,3 +104,26 @@ def test_convert_to_every_format_and_inspect_each(tmp_path, capsys) -> None:
 def test_generate_check_passes_on_a_clean_checkout(capsys) -> None:
     assert main(["generate", "--check"]) == 0
     assert "up to date" in capsys.readouterr().out
+
+
+def test_minibroker_commands_register_list_and_refuse(tmp_path, capsys, monkeypatch) -> None:
+    db = str(tmp_path / "mb.sqlite")
+    assert main(["minibroker", "user", "add", "dave", "--db", db]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    assert len(token) > 30
+    monkeypatch.setenv("ALERTBENCH_TOKEN", token)
+    expression = 'diaSource.snr > 10 and diaSource.band in ("g", "r")'
+    assert main(["minibroker", "filter", "add", "bright", expression, "--db", db]) == 0
+    assert main(["minibroker", "filter", "list", "--db", db]) == 0
+    assert f"bright\t{expression}" in capsys.readouterr().out
+    # A hostile filter: refused with the reason and where, exit status 2, nothing stored.
+    assert main(["minibroker", "filter", "add", "evil", "().__class__ == 1", "--db", db]) == 2
+    assert "names starting with '_' are not allowed" in capsys.readouterr().err
+    assert main(["minibroker", "filter", "check", "diaSource.snr > 1"]) == 0
+    assert "reads diaSource.snr" in capsys.readouterr().out
+    assert main(["minibroker", "filter", "list", "--db", db, "--token", "wrong"]) == 2
+    assert "unknown token" in capsys.readouterr().err
+    assert main(["minibroker", "filter", "remove", "bright", "--db", db]) == 0
+    assert "filter 'bright' removed" in capsys.readouterr().out
+    assert main(["minibroker", "filter", "list", "--db", db]) == 0
+    assert capsys.readouterr().out == ""

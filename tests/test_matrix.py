@@ -46,6 +46,7 @@ def _row(transport: str, serializer: str, rate: float, lost: int = 0) -> dict:
         "alerts_sent": 1000,
         "alerts_received": 1000 - lost,
         "latency_us": {"p50": 1000.0, "p90": 2000.0, "p99": 3000.0, "p99.9": 4000.0, "max": 5000.0},
+        "latency_cdf_us": [[1, 200.0], [50, 1000.0], [99, 3000.0], [100, 5000.0]],
         "capabilities": {
             "replay": transport == "kafka",
             "durable": False,
@@ -83,7 +84,9 @@ def test_a_results_json_regenerates_the_same_report(tmp_path) -> None:
     assert first == again
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["environment"]["cpus"] and data["environment"]["git_commit"]
-    assert (tmp_path / "throughput-latency.png").stat().st_size > 10_000
+    for png in ("throughput-latency.png", "latency-cdf.png", "sizes.png"):
+        assert (tmp_path / png).stat().st_size > 10_000
+        assert f"]({png})" in first.decode()
 
 
 def test_the_published_voevent3_evidence_is_generated_from_the_published_json() -> None:

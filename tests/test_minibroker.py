@@ -13,6 +13,7 @@ from refimpl.avro_codec import AvroSerializer
 from refimpl.filters import FilterError
 from refimpl.minibroker import AccessDenied, LimitExceeded, MiniBroker, MiniBrokerStore, StoreError
 from refimpl.minibroker.outputs import KafkaUserTopics, VtpUserStreams, user_topic
+from refimpl.simulator import AlertSimulator, SimulationConfig
 from refimpl.voevent_codec import VoeventSerializer
 from refimpl.voevent_xml import voevent_xsd
 from transports.base import Envelope, Start, TransportError, drain
@@ -226,3 +227,69 @@ def test_alerts_flow_from_kafka_through_user_filters_to_vtp_and_kafka(
             )
             for _ in range(20):
                 sub.poll(0.5)
+
+
+# -- decoding only what the filters read ----------------------------------------------------------
+
+
+def test_projected_decoding_keeps_exactly_the_fields_the_filters_read(alerts, schema) -> None:
+    from refimpl.minibroker.projection import ProjectedDecoder
+
+    paths = [("diaSource", "snr"), ("prvDiaSources", "psfFlux"), ("diaObject", "ra")]
+    decoder = ProjectedDecoder(schema, paths)
+    codec = AvroSerializer()
+    for alert in alerts[:20]:
+        got = decoder.decode(codec.dumps(alert))
+        assert set(got) == {"diaSourceId", "diaSource", "prvDiaSources", "diaObject"}
+        # diaSource and prvDiaSources share one named record: it keeps the union of fields.
+        wanted = ("diaSourceId", "visit", "snr", "psfFlux")
+        assert got["diaSource"] == {k: alert["diaSource"][k] for k in wanted}
+        prv = alert["prvDiaSources"] or []
+        assert [p["psfFlux"] for p in got["prvDiaSources"] or []] == [p["psfFlux"] for p in prv]
+        assert (got["diaObject"] is None) == (alert["diaObject"] is None)
+    old_sim = AlertSimulator(
+        SimulationConfig(seed=2, alerts_per_visit_mean=3, alerts_per_visit_sigma=0.0,
+                         schema_version="10.0")
+    )  # fmt: skip
+    other = AvroSerializer("10.0").dumps(old_sim.alert(old_sim.visit(0), 0))
+    assert decoder.decode(other) is None  # another schema version: the caller decodes in full
+
+
+def test_the_service_selects_the_same_alerts_with_or_without_projection(alerts, tmp_path) -> None:
+    codec = AvroSerializer()
+    payloads = [codec.dumps(a) for a in alerts]
+    store = MiniBrokerStore(tmp_path / "mb.sqlite")
+    token = store.add_user("carol", alerts_per_visit=1000)
+    store.add_filter(token, "a", ALICE_FILTER)
+    store.add_filter(token, "b", BOB_FILTER)
+
+    class Collect:
+        name = "collect"
+
+        def __init__(self) -> None:
+            self.got: list[tuple[int, int]] = []
+
+        def deliver(self, user, alert, payload, filters) -> None:
+            assert len(alert) > 5 and payload  # outputs get complete alerts
+            self.got.append((alert["diaSourceId"], len(alert["prvDiaSources"] or [])))
+
+        def flush(self, timeout: float = 10.0) -> int:
+            return 0
+
+        def close(self) -> None:
+            pass
+
+    results = []
+    for project in (True, False):
+        output = Collect()
+        broker = MiniBroker(store, [output], codec, project=project)
+        broker.reload(force=True)
+        decoded = [broker.decode(p) for p in payloads]
+        broker.process([a for a, _ in decoded], payloads, decoded[0][1])
+        results.append(output.got)
+    expected = [
+        (a["diaSourceId"], len(a["prvDiaSources"] or []))
+        for a in alerts
+        if alice_wants(a) or bob_wants(a)
+    ]
+    assert results[0] == results[1] == expected

@@ -27,6 +27,7 @@ from refimpl.errors import DecodeError
 from refimpl.filters import CompiledFilter, compile_filter
 from refimpl.filters.columns import VisitColumns
 from refimpl.minibroker.outputs import UserOutput
+from refimpl.minibroker.projection import ProjectedDecoder
 from refimpl.minibroker.store import MiniBrokerStore, User
 from transports.base import Subscriber
 
@@ -93,10 +94,15 @@ class MiniBroker:
         store: MiniBrokerStore,
         outputs: Sequence[UserOutput],
         serializer: AvroSerializer | None = None,
+        project: bool = True,
     ) -> None:
+        """``project``: decode alerts with a reader schema holding only the fields the filters
+        read (see :mod:`refimpl.minibroker.projection`), in full only those delivered."""
         self.store = store
         self.outputs = list(outputs)
         self.serializer = serializer or AvroSerializer()
+        self.project = project
+        self._projector: ProjectedDecoder | None = None
         self.stats = MiniBrokerStats()
         self._revision = -1
         self._users: list[UserFilters] = []
@@ -115,6 +121,14 @@ class MiniBroker:
                 )
             self._users = list(by_user.values())
             self._revision = revision
+            if self.project:
+                paths = {
+                    info.path
+                    for entry in self._users
+                    for _, compiled in entry.filters
+                    for info in compiled.filter.fields
+                }
+                self._projector = ProjectedDecoder(self.store.catalog.schema, paths)
             log.info(
                 "mini-broker: %d filters of %d users",
                 sum(len(u.filters) for u in self._users),
@@ -132,9 +146,44 @@ class MiniBroker:
                 self._sent.popitem(last=False)
         return counts
 
-    def process(self, alerts: Sequence[dict[str, Any]], payloads: Sequence[bytes]) -> BatchStats:
-        """Apply every filter to one batch of alerts of a single visit; deliver capped matches."""
+    def decode(self, payload: bytes) -> tuple[dict[str, Any], ProjectedDecoder | None]:
+        """The alert (projected when possible) and the decoder that projected it, if any."""
+        projector = self._projector
+        if projector is not None:
+            try:
+                projected = projector.decode(payload)
+            except DecodeError:
+                raise
+            except Exception as exc:
+                raise DecodeError(f"not a valid alert: {exc}", codec="avro", raw=payload) from None
+            if projected is not None:
+                return projected, projector
+        return self.serializer.loads(payload), None
+
+    def process(
+        self,
+        alerts: Sequence[dict[str, Any]],
+        payloads: Sequence[bytes],
+        projected_by: ProjectedDecoder | None = None,
+    ) -> BatchStats:
+        """Apply every filter to one batch of alerts of a single visit; deliver capped matches.
+
+        ``projected_by`` is the decoder that projected ``alerts`` (None: they are complete); if
+        the filters changed since, the batch is decoded again for the new set of fields.
+        """
         users = self.reload()
+        if projected_by is not None and projected_by is not self._projector:
+            alerts = [self.decode(p)[0] for p in payloads]
+            projected_by = self._projector
+        complete: dict[int, dict[str, Any]] = {}
+
+        def full(i: int) -> dict[str, Any]:
+            if projected_by is None:
+                return alerts[i]
+            if i not in complete:
+                complete[i] = self.serializer.loads(payloads[i])
+            return complete[i]
+
         started = time.perf_counter()
         columns = VisitColumns(alerts)
         masks: list[tuple[UserFilters, np.ndarray, list[np.ndarray]]] = []
@@ -156,8 +205,9 @@ class MiniBroker:
                 names = [
                     fname for (fname, _), m in zip(entry.filters, per_filter, strict=True) if m[i]
                 ]
+                alert = full(i)
                 for output in self.outputs:
-                    output.deliver(name, alerts[i], payloads[i], names)
+                    output.deliver(name, alert, payloads[i], names)
             sent[name] += len(chosen)
             stats.delivered[name] += len(chosen)
             if over:
@@ -191,10 +241,12 @@ class MiniBroker:
         payloads: list[bytes] = []
         last_arrival = time.monotonic()
         read = 0
+        self.reload()
+        decoded_by: list[ProjectedDecoder | None] = [None]
 
         def flush() -> None:
             if alerts:
-                result = self.process(alerts, payloads)
+                result = self.process(alerts, payloads, decoded_by[0])
                 if on_batch:
                     on_batch(result)
                 alerts.clear()
@@ -217,7 +269,7 @@ class MiniBroker:
             payload = received.envelope.payload
             t0 = time.perf_counter()
             try:
-                alert = self.serializer.loads(payload)
+                alert, projector = self.decode(payload)
             except DecodeError as exc:
                 self.stats.undecodable.append(f"{received.origin or '?'}: {exc}")
                 log.warning(
@@ -226,8 +278,14 @@ class MiniBroker:
                 continue
             finally:
                 self.stats.decode_seconds += time.perf_counter() - t0
-            if alerts and (visit_of(alert) != visit_of(alerts[0]) or len(alerts) >= BATCH_MAX):
+            if alerts and (
+                visit_of(alert) != visit_of(alerts[0])
+                or len(alerts) >= BATCH_MAX
+                or projector is not decoded_by[0]
+            ):
                 flush()
+            if not alerts:
+                decoded_by[0] = projector
             alerts.append(alert)
             payloads.append(payload)
         flush()
