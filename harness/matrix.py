@@ -232,9 +232,13 @@ def explain(ranked: list[dict[str, Any]]) -> list[str]:
         by_serializer.setdefault(r["serializer"], []).append(r)
     for name, group in by_serializer.items():
         best = max(group, key=lambda r: r["headroom"])
+        if "max_sustainable_rate" in best:
+            speed = f"sustains {best['max_sustainable_rate']:,.0f} alerts/s"
+        else:
+            speed = f"{best['alerts_per_second']:,.0f} alerts/s"
         lines.append(
             f"{name}: {group[0]['bytes_per_alert'] / 1e3:,.0f} KB per alert, best "
-            f"{best['alerts_per_second']:,.0f} alerts/s ({best['transport']}); "
+            f"{speed} ({best['transport']}); "
             f"{best['cores_per_stream_at_lsst_rate']:.2f} cores per full stream at LSST's rate."
         )
     replayable = sorted({r["transport"] for r in ranked if r["capabilities"]["replay"]})
