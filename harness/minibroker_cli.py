@@ -7,6 +7,7 @@ and shell history), the ``ALERTBENCH_TOKEN`` environment variable.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -125,7 +126,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             idle_stop=args.idle_stop,
             on_batch=report,
         )
-    out.print(stats.as_dict())
+    print(json.dumps(stats.as_dict(), sort_keys=True))  # one line of JSON, for scripts
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -293,3 +294,81 @@ def test_the_service_selects_the_same_alerts_with_or_without_projection(alerts, 
         if alice_wants(a) or bob_wants(a)
     ]
     assert results[0] == results[1] == expected
+
+
+def test_an_output_that_fails_an_alert_stops_nothing_else(alerts, tmp_path) -> None:
+    from refimpl.errors import EncodeError
+
+    codec = AvroSerializer()
+    payloads = [codec.dumps(a) for a in alerts]
+    store = MiniBrokerStore(tmp_path / "mb.sqlite")
+    token = store.add_user("erin", alerts_per_visit=1000)
+    store.add_filter(token, "all", "diaSource.snr > 0")
+    poison = alerts[3]["diaSourceId"]
+
+    class Picky:
+        name = "picky"
+
+        def __init__(self) -> None:
+            self.got: list[int] = []
+
+        def deliver(self, user, alert, payload, filters) -> None:
+            if alert["diaSourceId"] == poison:
+                raise EncodeError("too large for this output", codec="voevent")
+            self.got.append(alert["diaSourceId"])
+
+        def flush(self, timeout: float = 10.0) -> int:
+            return 0
+
+        def close(self) -> None:
+            pass
+
+    picky, other = Picky(), Picky()
+    other.name = "other"
+    broker = MiniBroker(store, [picky, other], codec)
+    broker.process(alerts, payloads)
+    assert len(picky.got) == len(alerts) - 1 and poison not in picky.got
+    assert broker.stats.output_errors == {"picky:erin": 1, "other:erin": 1}
+    broker.process(alerts, payloads)  # and it keeps serving
+    assert len(picky.got) == 2 * (len(alerts) - 1)
+
+
+@pytest.mark.kafka
+def test_the_serve_command_runs_the_service_over_kafka(kafka_cluster, alerts, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from harness.kafka_cluster import free_port
+
+    codec = AvroSerializer()
+    topic = f"serve-{time.time_ns()}"
+    transport = KafkaTransport(f"kafka://{kafka_cluster.bootstrap_servers}/{topic}")
+    transport.ensure_topic()
+    publisher = transport.open_publisher()
+    for alert in alerts:
+        publisher.publish(Envelope(codec.dumps(alert), codec.content_type, alert["diaSourceId"]))
+    assert publisher.flush(30) == 0
+    db = tmp_path / "mb.sqlite"
+    store = MiniBrokerStore(db)
+    token = store.add_user("frank", alerts_per_visit=5)
+    store.add_filter(token, "bright", ALICE_FILTER)
+    store.close()
+    exe = str(Path(sys.executable).with_name("alertbench"))
+    done = subprocess.run(
+        [
+            exe, "minibroker", "serve", "--kafka", f"kafka://{kafka_cluster.bootstrap_servers}/{topic}",
+            "--from-earliest", "--max-alerts", str(len(alerts)), "--duration", "90",
+            "--vtp-port", str(free_port()), "--db", str(db),
+        ],
+        capture_output=True, text=True, timeout=150,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    stats = json.loads(done.stdout.strip().splitlines()[-1])
+    assert stats["delivered"] == {"frank": 5} and stats["alerts"] == len(alerts)
+    assert stats["truncated"]["frank"] == sum(alice_wants(a) for a in alerts) - 5
+    sub = KafkaTransport(
+        f"kafka://{kafka_cluster.bootstrap_servers}/{user_topic('frank')}"
+    ).open_subscriber(Start.earliest())
+    got = [r.envelope.alert_id for r in drain(sub, 5, timeout=10)]
+    sub.close()
+    assert len(got) == 5 and all(alice_wants(a) for a in alerts if a["diaSourceId"] in got)

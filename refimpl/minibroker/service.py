@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from refimpl.avro_codec import AvroSerializer
-from refimpl.errors import DecodeError
+from refimpl.errors import AlertbenchError, DecodeError
 from refimpl.filters import CompiledFilter, compile_filter
 from refimpl.filters.columns import VisitColumns
 from refimpl.minibroker.outputs import UserOutput
@@ -61,6 +61,8 @@ class MiniBrokerStats:
     matched: Counter[str] = field(default_factory=Counter)
     delivered: Counter[str] = field(default_factory=Counter)
     truncated: Counter[str] = field(default_factory=Counter)
+    output_errors: Counter[str] = field(default_factory=Counter)
+    """``output:user`` -> alerts an output failed to deliver (logged; the stream goes on)."""
     evaluate_seconds: float = 0.0
     decode_seconds: float = 0.0
     deliver_seconds: float = 0.0
@@ -74,6 +76,7 @@ class MiniBrokerStats:
             "matched": dict(self.matched),
             "delivered": dict(self.delivered),
             "truncated": dict(self.truncated),
+            "output_errors": dict(self.output_errors),
             "evaluate_seconds": round(self.evaluate_seconds, 6),
             "decode_seconds": round(self.decode_seconds, 6),
             "deliver_seconds": round(self.deliver_seconds, 6),
@@ -205,9 +208,23 @@ class MiniBroker:
                 names = [
                     fname for (fname, _), m in zip(entry.filters, per_filter, strict=True) if m[i]
                 ]
-                alert = full(i)
+                try:
+                    alert = full(i)
+                except AlertbenchError as exc:
+                    self.stats.output_errors[f"decode:{name}"] += 1
+                    log.warning("mini-broker could not decode alert %d in full: %s", i, exc)
+                    continue
                 for output in self.outputs:
-                    output.deliver(name, alert, payloads[i], names)
+                    try:
+                        output.deliver(name, alert, payloads[i], names)
+                    except AlertbenchError as exc:
+                        # One output failing one alert (e.g. too large as VOEvent) must not stop
+                        # the others, the other users or the stream: counted and logged.
+                        self.stats.output_errors[f"{output.name}:{name}"] += 1
+                        log.warning(
+                            "mini-broker: %s could not deliver alert %s to %s: %s",
+                            output.name, alert.get("diaSourceId"), name, exc,
+                        )  # fmt: skip
             sent[name] += len(chosen)
             stats.delivered[name] += len(chosen)
             if over:
