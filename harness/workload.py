@@ -50,7 +50,19 @@ class Workload:
     alerts_per_visit_sigma: float = 0.0
     alert_pool: int = 200
     seed: int = 1
+    cutout_fraction: float = 1.0
+    """The alert-size mix: the share of alerts that carry their three FITS cutouts (~80% of an
+    alert's bytes); the rest go without, as a stamp-less stream would send them."""
     description: str = ""
+
+    def pool(self) -> list[dict]:
+        """The distinct alerts the run cycles through, with the workload's size mix."""
+        alerts = alert_pool(self.alert_pool, self.seed)
+        if self.cutout_fraction >= 1.0:
+            return alerts
+        keep = np.random.default_rng(self.seed + 1).random(len(alerts)) < self.cutout_fraction
+        bare = dict.fromkeys(("cutoutDifference", "cutoutScience", "cutoutTemplate"))
+        return [a if k else dict(a, **bare) for a, k in zip(alerts, keep, strict=True)]
 
     @classmethod
     def load(cls, path: str | Path) -> Workload:
@@ -191,7 +203,7 @@ def run_workload(
     if roles not in ("processes", "threads"):
         raise ValueError(f"roles must be 'processes' or 'threads', not {roles!r}")
     codec = get_serializer(serializer_name)
-    pool = alert_pool(workload.alert_pool, workload.seed)
+    pool = workload.pool()
     schedule = workload.schedule()
     n = len(schedule)
     transport = get_transport(url)

@@ -84,3 +84,14 @@ def test_a_shared_stream_is_split_between_subscriber_processes() -> None:
     row = run_workload(w, url, "avro", idle_timeout=5.0)
     assert sum(row["alerts_received_per_subscriber"]) == 80
     assert row["lost"] == 0 and row["duplicates"] == 0
+
+
+def test_the_alert_size_mix_drops_cutouts_from_the_chosen_share() -> None:
+    w = Workload(name="mix", visits=1, alerts_per_visit=10, alert_pool=40, cutout_fraction=0.25)
+    pool = w.pool()
+    with_cutouts = [a for a in pool if a["cutoutScience"] is not None]
+    assert 0 < len(with_cutouts) < 20  # ~25% of 40
+    assert all(a["cutoutDifference"] is None for a in pool if a["cutoutScience"] is None)
+    assert Workload(name="all", visits=1, alerts_per_visit=10, alert_pool=5).pool()[0][
+        "cutoutTemplate"
+    ]
