@@ -366,6 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also search each combination's maximum sustainable rate (steps of SECONDS) and "
         "rank by it",
     )
+    mat.add_argument(
+        "--subscriber-thread",
+        action="store_true",
+        help="run the subscriber as a thread of the publisher's process (default: a process of "
+        "its own, as a broker's consumer would be)",
+    )
     mat.add_argument("-o", "--output", type=Path, default=Path("out/matrix"))
     mat.set_defaults(func=cmd_matrix)
 
@@ -555,6 +561,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             progress=progress,
             bootstrap_servers=args.bootstrap_servers,
             max_rate_seconds=args.max_rate,
+            subscriber_processes=not args.subscriber_thread,
         )
     path = matrix.write_results(rows, environment(), args.output, args.alerts)
     out.print(f"report: {path}")

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from harness.visit_bench import LSST_RATE, alert_pool, with_alert_id
+from harness.visit_bench import LSST_RATE, ChildSubscriber, alert_pool, with_alert_id
 from refimpl.serializer import get_serializer
 from transports.base import Envelope, get_transport
 
@@ -36,26 +37,39 @@ class Step:
 
 
 def offer(
-    url: str, serializer: str, rate: float, seconds: float, pool: list[dict], latency_bound_s: float
+    url: str,
+    serializer: str,
+    rate: float,
+    seconds: float,
+    pool: list[dict],
+    latency_bound_s: float,
+    subscriber_process: bool = False,
+    wait_ready: Callable[[], None] | None = None,
 ) -> Step:
-    """Offer ``rate`` alerts/s for ``seconds`` to one subscriber; is it sustainable?"""
+    """Offer ``rate`` alerts/s for ``seconds`` to one subscriber; is it sustainable?
+
+    ``subscriber_process`` runs the subscriber in a child process (see ``run_visit``)."""
     codec = get_serializer(serializer)
     transport = get_transport(url)
     if hasattr(transport, "ensure_topic"):
         transport.ensure_topic(partitions=3)
-    sub = transport.open_subscriber()
+    n = max(1, int(rate * seconds))
+    idle = max(5.0, latency_bound_s * 2)
+    child = ChildSubscriber(url, serializer, n, idle, {}) if subscriber_process else None
+    sub: Any = child if child is not None else transport.open_subscriber()
     pub = transport.open_publisher()
     wait = getattr(pub, "wait_for_subscribers", None)
-    if wait is not None:
+    if wait_ready is not None:
+        wait_ready()
+    elif wait is not None:
         wait(1, timeout=10)
-    n = max(1, int(rate * seconds))
     histogram = HdrHistogram(1, 600_000_000, 3)
     got: set[int] = set()
     intended_by_id: dict[int, int] = {}  # for transports that carry only the packet (VTP)
 
     def consume() -> None:
-        while len(got) < n:
-            item = sub.poll(max(5.0, latency_bound_s * 2))
+        while child is None and len(got) < n:
+            item = sub.poll(idle)
             if item is None:
                 return
             codec.loads(item.envelope.payload)
@@ -87,6 +101,11 @@ def offer(
         )
     pub.flush(60)
     thread.join(timeout=seconds + 60)
+    if child is not None:
+        for alert_id, t_received, t_envelope in child.finish(seconds + 120)["received"]:
+            intended = t_envelope or intended_by_id.get(alert_id, t_received)
+            histogram.record_value(max(1, (t_received - intended) // 1000))
+            got.add(alert_id)
     sub.close()
     pub.close()
     p99 = histogram.get_value_at_percentile(99.0) / 1e3
@@ -115,14 +134,24 @@ def find_max_rate(
     pool_size: int = 100,
     seed: int = 1,
     progress: Any = None,
+    subscriber_process: bool = False,
+    ready_for: Callable[[str], Callable[[], None] | None] | None = None,
 ) -> dict[str, Any]:
-    """Search the maximum sustainable rate; ``url_for_step()`` gives a fresh URL per step."""
+    """Search the maximum sustainable rate; ``url_for_step()`` gives a fresh URL per step.
+
+    ``ready_for(url)`` may return a wait for the step's subscriber (for servers that count
+    subscribers where the publisher cannot)."""
     pool = alert_pool(pool_size, seed)
     steps: list[Step] = []
     good, bad = 0.0, None
     rate = start
     for _ in range(max_steps):
-        step = offer(url_for_step(), serializer, rate, seconds, pool, latency_bound_s)
+        url = url_for_step()
+        step = offer(
+            url, serializer, rate, seconds, pool, latency_bound_s,
+            subscriber_process=subscriber_process,
+            wait_ready=ready_for(url) if ready_for else None,
+        )  # fmt: skip
         steps.append(step)
         if progress is not None:
             progress.console.print(
@@ -148,4 +177,5 @@ def find_max_rate(
         "latency_bound_s": latency_bound_s,
         "seconds_per_step": seconds,
         "steps": [asdict(s) for s in steps],
+        "subscriber_process": subscriber_process,
     }

@@ -73,6 +73,8 @@ class VisitResult:
     counts them (VTP: events, acks and iamalives); 0 where it does not."""
     latency_cdf_us: list[list[float]] = field(default_factory=list)
     """[[percentile, microseconds], ...] for the latency CDF plot."""
+    subscriber_peak_rss_mb: float | None = None
+    """Peak memory of the subscriber's own process, when it ran in one."""
 
 
 def payload_pool(count: int, seed: int, serializer_name: str = "avro") -> tuple[list[bytes], str]:
@@ -101,6 +103,93 @@ def with_alert_id(alert: dict, alert_id: int) -> dict:
     )
 
 
+def _subscribe_in_child(
+    url: str,
+    serializer_name: str,
+    n_alerts: int,
+    idle_timeout: float,
+    transport_options: dict[str, Any],
+    ready: Any,
+    results: Any,
+) -> None:
+    """Child process: one subscriber; reports (alert id, receive time, envelope time) per alert."""
+    import resource
+
+    codec = get_serializer(serializer_name) if serializer_name else None
+    subscriber = get_transport(url, **transport_options).open_subscriber(Start.latest())
+    start = resource.getrusage(resource.RUSAGE_SELF)  # not the interpreter's start-up
+    ready.set()
+    received: list[tuple[int, int, int]] = []
+    seen: set[int] = set()
+    duplicates = decode_errors = 0
+    while len(seen) < n_alerts:
+        item = subscriber.poll(idle_timeout)
+        if item is None:
+            break
+        if codec is not None:
+            try:
+                codec.loads(item.envelope.payload)
+            except AlertbenchError:
+                decode_errors += 1
+                continue
+        now = time.time_ns()
+        alert_id = item.envelope.alert_id
+        if alert_id in seen:
+            duplicates += 1
+            continue
+        seen.add(alert_id)
+        received.append((alert_id, now, item.envelope.t_intended_ns or item.envelope.t_sent_ns))
+    duplicates += getattr(subscriber, "duplicates", 0)
+    subscriber.close()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    results.put(
+        {
+            "received": received,
+            "duplicates": duplicates,
+            "decode_errors": decode_errors,
+            "cpu_seconds": usage.ru_utime + usage.ru_stime - start.ru_utime - start.ru_stime,
+            "peak_rss_mb": usage.ru_maxrss / 1024,
+        }
+    )
+
+
+class ChildSubscriber:
+    """The subscriber role in a process of its own; ready once its subscription is in place."""
+
+    def __init__(
+        self,
+        url: str,
+        serializer_name: str,
+        n_alerts: int,
+        idle_timeout: float,
+        transport_options: dict[str, Any],
+    ) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._results = context.Queue()
+        ready = context.Event()
+        self._process = context.Process(
+            target=_subscribe_in_child,
+            args=(url, serializer_name, n_alerts, idle_timeout, transport_options, ready,
+                  self._results),
+            daemon=True,
+        )  # fmt: skip
+        self._process.start()
+        if not ready.wait(120):
+            self._process.kill()
+            raise AlertbenchError("the subscriber process did not subscribe within 120 s")
+
+    def finish(self, timeout: float) -> dict[str, Any]:
+        report = self._results.get(timeout=timeout)
+        self._process.join(30)
+        return report
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            self._process.join(5)
+
+
 def process_cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds of other processes (e.g. Kafka's JVMs), from /proc."""
     total = 0.0
@@ -126,6 +215,7 @@ def run_visit(
     decode: Callable[[bytes], Any] | None = None,
     server_pids: list[int] | None = None,
     wait_ready: Callable[[], None] | None = None,
+    subscriber_process: str | None = None,
     **transport_options: Any,
 ) -> VisitResult:
     """Publish ``n_alerts`` to ``url`` while a subscriber thread consumes them.
@@ -133,6 +223,11 @@ def run_visit(
     By default the payloads are pre-encoded (``payloads`` cycled), so the transport is measured
     alone; with ``make_payload``/``decode`` the codec runs in the loop (encode before send,
     receive time taken after decode), as a real producer and consumer would.
+
+    ``subscriber_process`` (a serializer name, or ``""`` for no decoding) moves the subscriber
+    into a child process of its own, as a broker's consumer would be: its receive times come
+    back by alert id and latency is computed here on the same clock; its CPU seconds are added
+    to the total and its peak memory is reported.
     """
     transport = get_transport(url, **transport_options)
     if hasattr(transport, "ensure_topic"):
@@ -141,7 +236,12 @@ def run_visit(
     histogram = HdrHistogram(1, 120_000_000, 3)  # 1 µs .. 120 s
     received_ids: set[int] = set()
     counters = {"duplicates": 0, "decode_errors": 0, "last_received": 0}
-    subscriber = transport.open_subscriber(Start.latest())
+    child = None
+    if subscriber_process is not None:
+        child = ChildSubscriber(url, subscriber_process, n_alerts, idle_timeout, transport_options)
+        subscriber: Any = child
+    else:
+        subscriber = transport.open_subscriber(Start.latest())
     publisher = transport.open_publisher()
     wait = getattr(publisher, "wait_for_subscribers", None)
     if wait_ready is not None:
@@ -179,7 +279,9 @@ def run_visit(
             received_ids.add(alert_id)
             counters["last_received"] = t_received
 
-    consumer = threading.Thread(target=consume, name="visit-consumer", daemon=True)
+    consumer = threading.Thread(
+        target=consume if child is None else (lambda: None), name="visit-consumer", daemon=True
+    )
     consumer.start()
     task = progress.add_task("publishing", total=n_alerts) if progress else None
     payload_bytes = 0
@@ -210,6 +312,17 @@ def run_visit(
         progress.update(task, completed=n_alerts)
     consumer.join(timeout=idle_timeout + 300)
     cpu = time.process_time() - cpu0
+    child_report: dict[str, Any] = {}
+    if child is not None:
+        child_report = child.finish(idle_timeout + 300)
+        cpu += child_report["cpu_seconds"]
+        counters["duplicates"] += child_report["duplicates"]
+        counters["decode_errors"] += child_report["decode_errors"]
+        for alert_id, t_received, t_envelope in child_report["received"]:
+            start_ns = t_envelope or intended_by_id.get(alert_id, t_received)
+            histogram.record_value(max(1, (t_received - start_ns) // 1000))
+            received_ids.add(alert_id)
+            counters["last_received"] = max(counters["last_received"], t_received)
     server_cpu = process_cpu_seconds(server_pids or []) - server0
     subscriber.close()
     publisher.close()
@@ -235,6 +348,7 @@ def run_visit(
             "max": float(histogram.get_max_value()),
         },
         latency_cdf_us=latency_cdf(histogram),
+        subscriber_peak_rss_mb=child_report.get("peak_rss_mb"),
         cpu_seconds=cpu,
         server_cpu_seconds=server_cpu,
         decode_errors=counters["decode_errors"],

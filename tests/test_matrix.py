@@ -112,3 +112,25 @@ def test_with_a_max_rate_search_the_ranking_uses_the_sustainable_rate(tmp_path) 
     report = write_results(rows, environment(), tmp_path, 200).read_text()
     assert "max sustainable/s" in report and "maximum sustainable rate" in report
     assert f"sustains {row['max_sustainable_rate']:,.0f} alerts/s" in report
+
+
+def test_a_subscriber_in_its_own_process_reports_its_latency_cpu_and_memory() -> None:
+    from harness.visit_bench import alert_pool, with_alert_id
+    from refimpl.serializer import get_serializer
+
+    codec = get_serializer("avro")
+    pool = alert_pool(10, 1)
+    result = run_visit(
+        f"tcp://127.0.0.1:{free_port()}",
+        [],
+        codec.content_type,
+        n_alerts=200,
+        idle_timeout=10,
+        make_payload=lambda i: codec.dumps(with_alert_id(pool[i % len(pool)], i)),
+        decode=codec.loads,
+        subscriber_process="avro",
+    )
+    assert result.alerts_received == 200 and result.duplicates == 0
+    assert result.subscriber_peak_rss_mb and result.subscriber_peak_rss_mb > 50
+    assert 0 < result.latency_us["p50"] <= result.latency_us["max"] < 10_000_000
+    assert len(result.latency_cdf_us) > 10 and result.cpu_seconds > 0
