@@ -32,7 +32,7 @@ from hdrh.histogram import HdrHistogram
 from refimpl.errors import AlertbenchError
 from refimpl.serializer import get_serializer
 from refimpl.simulator import AlertSimulator, SimulationConfig
-from transports.base import Envelope, Start, get_transport
+from transports.base import Envelope, Received, Start, get_transport
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 CDF_PERCENTILES = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.5, 99.9, 99.99, 100)
@@ -103,6 +103,23 @@ def with_alert_id(alert: dict, alert_id: int) -> dict:
     )
 
 
+def take(item: Received, codec: Any, seen: set[int], counts: dict[str, int]) -> int | None:
+    """Decode a received alert (when ``codec``) and note it once: its receive time (after
+    decode) if it is new; None, counted as a duplicate or a decode error, otherwise."""
+    if codec is not None:
+        try:
+            codec.loads(item.envelope.payload)
+        except AlertbenchError:
+            counts["decode_errors"] = counts.get("decode_errors", 0) + 1
+            return None
+    now = time.time_ns()
+    if item.envelope.alert_id in seen:
+        counts["duplicates"] = counts.get("duplicates", 0) + 1
+        return None
+    seen.add(item.envelope.alert_id)
+    return now
+
+
 def _subscribe_in_child(
     url: str,
     serializer_name: str,
@@ -121,25 +138,17 @@ def _subscribe_in_child(
     ready.set()
     received: list[tuple[int, int, int]] = []
     seen: set[int] = set()
-    duplicates = decode_errors = 0
+    counts: dict[str, int] = {}
     while len(seen) < n_alerts:
         item = subscriber.poll(idle_timeout)
         if item is None:
             break
-        if codec is not None:
-            try:
-                codec.loads(item.envelope.payload)
-            except AlertbenchError:
-                decode_errors += 1
-                continue
-        now = time.time_ns()
-        alert_id = item.envelope.alert_id
-        if alert_id in seen:
-            duplicates += 1
-            continue
-        seen.add(alert_id)
-        received.append((alert_id, now, item.envelope.t_intended_ns or item.envelope.t_sent_ns))
-    duplicates += getattr(subscriber, "duplicates", 0)
+        now = take(item, codec, seen, counts)
+        if now is not None:
+            envelope = item.envelope
+            received.append((envelope.alert_id, now, envelope.t_intended_ns or envelope.t_sent_ns))
+    duplicates = counts.get("duplicates", 0) + getattr(subscriber, "duplicates", 0)
+    decode_errors = counts.get("decode_errors", 0)
     subscriber.close()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     results.put(

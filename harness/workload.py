@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 from hdrh.histogram import HdrHistogram
 
-from harness.visit_bench import LSST_RATE, PERCENTILES, alert_pool, with_alert_id
+from harness.visit_bench import LSST_RATE, PERCENTILES, alert_pool, take, with_alert_id
 from refimpl.errors import AlertbenchError
 from refimpl.serializer import get_serializer
 from refimpl.simulator import AlertSimulator, SimulationConfig
@@ -146,7 +146,7 @@ def subscriber_process(
     started = time.time_ns()
     histogram = HdrHistogram(1, 600_000_000, 3)
     ids: set[int] = set()
-    dups = errors = 0
+    counts: dict[str, int] = {}
     last = 0
     while True:
         if fanout and len(ids) >= expected:
@@ -158,16 +158,9 @@ def subscriber_process(
             if fanout or time.time_ns() - (last or started) > idle_timeout * 1e9:
                 break
             continue
-        try:
-            codec.loads(item.envelope.payload)
-        except AlertbenchError:
-            errors += 1
+        now = take(item, codec, ids, counts)
+        if now is None:
             continue
-        now = time.time_ns()
-        if item.envelope.alert_id in ids:
-            dups += 1
-            continue
-        ids.add(item.envelope.alert_id)
         if not fanout:
             with shared_received.get_lock():
                 shared_received.value += 1
@@ -181,8 +174,8 @@ def subscriber_process(
     results.put(
         {
             "received": len(ids),
-            "dups": dups,
-            "errors": errors,
+            "dups": counts.get("duplicates", 0),
+            "errors": counts.get("decode_errors", 0),
             "last": last,
             "histogram": histogram.encode(),
             "cpu_seconds": _cpu_seconds() - cpu_at_start,
