@@ -33,3 +33,34 @@ def comet_venv() -> Path:
         shutil.rmtree(venv, ignore_errors=True)
         raise AlertbenchError(f"could not install {COMET} from PyPI:\n{result.stderr[-2000:]}")
     return venv
+
+
+# Runs twistd with Twisted's frame limit raised from 99,999 bytes to 16 MiB.
+COMET_RAISED_LIMIT = (
+    "import sys, twisted.protocols.basic as b; b.Int32StringReceiver.MAX_LENGTH = 16 * 2**20; "
+    "from twisted.scripts.twistd import run; sys.argv = ['twistd'] + sys.argv[1:]; run()"
+)
+
+
+def twistd_command(venv: Path, args: list[str], raised: bool = False) -> list[str]:
+    """Comet in the foreground (``twistd -n comet ARGS``); ``raised`` lifts its frame limit."""
+    if raised:
+        head = [str(venv / "bin" / "python"), "-c", COMET_RAISED_LIMIT]
+    else:
+        head = [str(venv / "bin" / "twistd")]
+    return [*head, "-n", "--pidfile=", "comet", *args]
+
+
+def broker_args(receive: int, broadcast: int, eventdb: Path, local_ivo: str) -> list[str]:
+    """Comet as a broker on 127.0.0.1: events from local authors out to local subscribers."""
+    return [
+        f"--local-ivo={local_ivo}",
+        "--receive",
+        f"--receive-port={receive}",
+        "--broadcast",
+        f"--broadcast-port={broadcast}",
+        "--author-whitelist=127.0.0.1/32",
+        "--subscriber-whitelist=127.0.0.1/32",
+        f"--eventdb={eventdb}",
+        "--broadcast-test-interval=0",
+    ]

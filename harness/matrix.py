@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -34,18 +34,6 @@ from transports.vtp import VtpBroker
 TRANSPORT_KINDS = ("kafka", "grpc", "zmq-pubsub", "zmq-pushpull", "tcp", "vtp")
 SERIALIZER_NAMES = ("avro", "protobuf", "voevent", "voevent3")
 VISIT_BUDGET_S = 60.0
-
-
-_LIVE_BROKERS: dict[str, VtpBroker] = {}
-"""Brokers this process runs, by URL: their publishers cannot see subscribers, the broker can."""
-
-
-def subscribers_ready(url: str, n: int = 1, timeout: float = 30.0) -> Callable[[], None] | None:
-    """For a URL whose server runs here and counts subscribers: wait until ``n`` are in."""
-    broker = _LIVE_BROKERS.get(url)
-    if broker is None:
-        return None
-    return lambda: broker.wait_for_subscribers(n, timeout)
 
 
 def valid_combination(kind: str, content_type: str) -> bool:
@@ -71,11 +59,7 @@ def transport_url(kind: str, cluster: KafkaCluster | None) -> Iterator[tuple[str
         yield f"tcp://127.0.0.1:{free_port()}", []
     elif kind == "vtp":
         with VtpBroker() as broker:
-            _LIVE_BROKERS[broker.url] = broker
-            try:
-                yield broker.url, []
-            finally:
-                _LIVE_BROKERS.pop(broker.url, None)
+            yield broker.url, []
     else:
         raise ValueError(f"unknown transport kind {kind!r}; choose from {TRANSPORT_KINDS}")
 
@@ -133,7 +117,6 @@ def run_matrix(
                         ),
                         decode=codec.loads,
                         server_pids=pids,
-                        wait_ready=subscribers_ready(url),
                         subscriber_process=serializer_name if subscriber_processes else None,
                     )
                 caps = get_transport(url).capabilities
@@ -174,7 +157,7 @@ def _add_max_rate(
 
         found = find_max_rate(
             url_for_step, row["serializer"], start=64.0, seconds=seconds, max_steps=7,
-            progress=progress, subscriber_process=subscriber_process, ready_for=subscribers_ready,
+            progress=progress, subscriber_process=subscriber_process,
         )  # fmt: skip
     row.update(
         max_sustainable_rate=found["max_sustainable_rate"],

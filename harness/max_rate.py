@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -44,7 +43,6 @@ def offer(
     pool: list[dict],
     latency_bound_s: float,
     subscriber_process: bool = False,
-    wait_ready: Callable[[], None] | None = None,
 ) -> Step:
     """Offer ``rate`` alerts/s for ``seconds`` to one subscriber; is it sustainable?
 
@@ -59,9 +57,7 @@ def offer(
     sub: Any = child if child is not None else transport.open_subscriber()
     pub = transport.open_publisher()
     wait = getattr(pub, "wait_for_subscribers", None)
-    if wait_ready is not None:
-        wait_ready()
-    elif wait is not None:
+    if wait is not None:
         wait(1, timeout=10)
     histogram = HdrHistogram(1, 600_000_000, 3)
     got: set[int] = set()
@@ -135,12 +131,8 @@ def find_max_rate(
     seed: int = 1,
     progress: Any = None,
     subscriber_process: bool = False,
-    ready_for: Callable[[str], Callable[[], None] | None] | None = None,
 ) -> dict[str, Any]:
-    """Search the maximum sustainable rate; ``url_for_step()`` gives a fresh URL per step.
-
-    ``ready_for(url)`` may return a wait for the step's subscriber (for servers that count
-    subscribers where the publisher cannot)."""
+    """Search the maximum sustainable rate; ``url_for_step()`` gives a fresh URL per step."""
     pool = alert_pool(pool_size, seed)
     steps: list[Step] = []
     good, bad = 0.0, None
@@ -150,7 +142,6 @@ def find_max_rate(
         step = offer(
             url, serializer, rate, seconds, pool, latency_bound_s,
             subscriber_process=subscriber_process,
-            wait_ready=ready_for(url) if ready_for else None,
         )  # fmt: skip
         steps.append(step)
         if progress is not None:

@@ -9,16 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-from rich.console import Console
-
+from harness.cli import console, out
 from refimpl.errors import AlertbenchError
 
-console = Console(stderr=True)
-out = Console(width=None if sys.stdout.isatty() else 120)
 DEFAULT_DB = Path("minibroker.sqlite")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import multiprocessing
 import os
 import platform
 import subprocess
@@ -128,8 +129,14 @@ def _subscribe_in_child(
     transport_options: dict[str, Any],
     ready: Any,
     results: Any,
+    shared: Any,
 ) -> None:
-    """Child process: one subscriber; reports (alert id, receive time, envelope time) per alert."""
+    """Child process: one subscriber; reports (alert id, receive time, envelope time) per alert.
+
+    Alone (``shared`` None) it stops after ``n_alerts`` or ``idle_timeout`` s of silence; when
+    several children split one stream, ``shared`` counts what they received together, and each
+    stops once that reaches ``n_alerts`` or after ``idle_timeout`` s without an alert of its own.
+    """
     import resource
 
     codec = get_serializer(serializer_name) if serializer_name else None
@@ -139,14 +146,22 @@ def _subscribe_in_child(
     received: list[tuple[int, int, int]] = []
     seen: set[int] = set()
     counts: dict[str, int] = {}
-    while len(seen) < n_alerts:
-        item = subscriber.poll(idle_timeout)
+    last = time.monotonic()
+    while (len(seen) if shared is None else shared.value) < n_alerts:
+        item = subscriber.poll(idle_timeout if shared is None else min(idle_timeout, 1.0))
         if item is None:
-            break
+            if shared is None or time.monotonic() - last > idle_timeout:
+                break
+            continue
+        last = time.monotonic()
         now = take(item, codec, seen, counts)
-        if now is not None:
-            envelope = item.envelope
-            received.append((envelope.alert_id, now, envelope.t_intended_ns or envelope.t_sent_ns))
+        if now is None:
+            continue
+        envelope = item.envelope
+        received.append((envelope.alert_id, now, envelope.t_intended_ns or envelope.t_sent_ns))
+        if shared is not None:
+            with shared.get_lock():
+                shared.value += 1
     duplicates = counts.get("duplicates", 0) + getattr(subscriber, "duplicates", 0)
     decode_errors = counts.get("decode_errors", 0)
     subscriber.close()
@@ -162,8 +177,21 @@ def _subscribe_in_child(
     )
 
 
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+def shared_counter() -> Any:
+    """A counter that several ChildSubscribers splitting one stream update together."""
+    return _SPAWN.Value("q", 0)
+
+
 class ChildSubscriber:
-    """The subscriber role in a process of its own; ready once its subscription is in place."""
+    """The subscriber role in a process of its own; ready once its subscription is in place.
+
+    ``wait=False`` returns at once (start several, then :meth:`wait_ready` each); ``finish``
+    gives the child's report: per-alert receive times, duplicates, decode errors, CPU seconds
+    since it subscribed, peak memory.
+    """
 
     def __init__(
         self,
@@ -172,22 +200,26 @@ class ChildSubscriber:
         n_alerts: int,
         idle_timeout: float,
         transport_options: dict[str, Any],
+        *,
+        shared: Any = None,
+        wait: bool = True,
     ) -> None:
-        import multiprocessing
-
-        context = multiprocessing.get_context("spawn")
-        self._results = context.Queue()
-        ready = context.Event()
-        self._process = context.Process(
+        self._results = _SPAWN.Queue()
+        self._ready = _SPAWN.Event()
+        self._process = _SPAWN.Process(
             target=_subscribe_in_child,
-            args=(url, serializer_name, n_alerts, idle_timeout, transport_options, ready,
-                  self._results),
+            args=(url, serializer_name, n_alerts, idle_timeout, transport_options, self._ready,
+                  self._results, shared),
             daemon=True,
         )  # fmt: skip
         self._process.start()
-        if not ready.wait(120):
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        if not self._ready.wait(timeout):
             self._process.kill()
-            raise AlertbenchError("the subscriber process did not subscribe within 120 s")
+            raise AlertbenchError(f"the subscriber process did not subscribe within {timeout} s")
 
     def finish(self, timeout: float) -> dict[str, Any]:
         report = self._results.get(timeout=timeout)

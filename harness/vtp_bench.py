@@ -21,17 +21,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from harness.comet import broker_args, twistd_command
 from harness.kafka_cluster import KafkaCluster, free_port
 from harness.visit_bench import alert_pool, run_visit
 from refimpl.voevent_codec import VoeventSerializer
 from transports.framing import ENVELOPE_HEADER, LENGTH
 from transports.vtp import VtpBroker
-
-# Runs twistd with Twisted's frame limit raised from 99,999 bytes to 16 MiB.
-COMET_RAISED_LIMIT = (
-    "import sys, twisted.protocols.basic as b; b.Int32StringReceiver.MAX_LENGTH = 16 * 2**20; "
-    "from twisted.scripts.twistd import run; sys.argv = ['twistd'] + sys.argv[1:]; run()"
-)
 
 
 def packets(n: int, seed: int = 1, pool_size: int = 100) -> list[bytes]:
@@ -97,25 +92,9 @@ def run(n: int, comet_venv: Path | None, with_kafka: bool = True) -> list[dict[s
     if comet_venv is not None:
         receive, broadcast = free_port(), free_port()
         with tempfile.TemporaryDirectory() as work:
+            args = broker_args(receive, broadcast, Path(work), "ivo://example.test/comet")
             proc = subprocess.Popen(
-                [
-                    str(comet_venv / "bin" / "python"),
-                    "-c",
-                    COMET_RAISED_LIMIT,
-                    "-n",
-                    "--pidfile=",
-                    "comet",
-                    "--local-ivo=ivo://example.test/comet",
-                    "--receive",
-                    f"--receive-port={receive}",
-                    "--broadcast",
-                    f"--broadcast-port={broadcast}",
-                    "--author-whitelist=127.0.0.1/32",
-                    "--subscriber-whitelist=127.0.0.1/32",
-                    f"--eventdb={work}",
-                    "--broadcast-test-interval=0",
-                    "-q",
-                ],
+                twistd_command(comet_venv, [*args, "-q"], raised=True),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 cwd=work,

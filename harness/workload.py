@@ -16,7 +16,6 @@ servers are the transport's own processes (the Kafka JVM) or, for gRPC, threads 
 
 from __future__ import annotations
 
-import multiprocessing
 import resource
 import threading
 import time
@@ -28,7 +27,14 @@ import numpy as np
 import yaml
 from hdrh.histogram import HdrHistogram
 
-from harness.visit_bench import LSST_RATE, PERCENTILES, alert_pool, take, with_alert_id
+from harness.visit_bench import (
+    LSST_RATE,
+    PERCENTILES,
+    ChildSubscriber,
+    alert_pool,
+    shared_counter,
+    with_alert_id,
+)
 from refimpl.errors import AlertbenchError
 from refimpl.serializer import get_serializer
 from refimpl.simulator import AlertSimulator, SimulationConfig
@@ -124,64 +130,6 @@ def _pid_peak_rss_mb(pid: int) -> float | None:
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def subscriber_process(
-    url: str,
-    serializer_name: str,
-    expected: int,
-    fanout: bool,
-    idle_timeout: float,
-    ready: Any,
-    results: Any,
-    shared_received: Any,
-    offsets: list[float] | None = None,
-    start_ns: Any = None,
-) -> None:
-    """One subscriber role in a child process: consume, decode, time, report once at the end."""
-    codec = get_serializer(serializer_name)
-    subscriber = get_transport(url).open_subscriber()
-    cpu_at_start = _cpu_seconds()  # the interpreter's start-up and imports are not the role's
-    ready.set()
-    started = time.time_ns()
-    histogram = HdrHistogram(1, 600_000_000, 3)
-    ids: set[int] = set()
-    counts: dict[str, int] = {}
-    last = 0
-    while True:
-        if fanout and len(ids) >= expected:
-            break
-        if not fanout and shared_received.value >= expected:
-            break
-        item = subscriber.poll(idle_timeout if fanout else min(idle_timeout, 1.0))
-        if item is None:  # nothing for idle_timeout (fanout) or 1 s (shared stream)
-            if fanout or time.time_ns() - (last or started) > idle_timeout * 1e9:
-                break
-            continue
-        now = take(item, codec, ids, counts)
-        if now is None:
-            continue
-        if not fanout:
-            with shared_received.get_lock():
-                shared_received.value += 1
-        last = now
-        intended = item.envelope.t_intended_ns
-        if not intended and offsets is not None and 0 <= item.envelope.alert_id < len(offsets):
-            # The transport carries only the packet (VTP): the schedule says when it was due.
-            intended = start_ns.value + int(offsets[item.envelope.alert_id] * 1e9)
-        histogram.record_value(max(1, (now - (intended or now)) // 1000))
-    subscriber.close()
-    results.put(
-        {
-            "received": len(ids),
-            "dups": counts.get("duplicates", 0),
-            "errors": counts.get("decode_errors", 0),
-            "last": last,
-            "histogram": histogram.encode(),
-            "cpu_seconds": _cpu_seconds() - cpu_at_start,
-            "peak_rss_mb": _peak_rss_mb(),
-        }
-    )
 
 
 def run_workload(
@@ -338,56 +286,39 @@ def _run_with_processes(
     from harness.visit_bench import process_cpu_seconds
 
     n = len(schedule)
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    shared = context.Value("l", 0)
-    start_ns = context.Value("q", 0)
-    offsets = [offset for _, offset in schedule]
-    readies = [context.Event() for _ in range(workload.subscribers)]
+    shared = None if fanout else shared_counter()
     children = [
-        context.Process(
-            target=subscriber_process,
-            args=(
-                url,
-                serializer_name,
-                n,
-                fanout,
-                idle_timeout,
-                ready,
-                results,
-                shared,
-                offsets,
-                start_ns,
-            ),
-            daemon=True,
-        )
-        for ready in readies
+        ChildSubscriber(url, serializer_name, n, idle_timeout, {}, shared=shared, wait=False)
+        for _ in range(workload.subscribers)
     ]
     for child in children:
-        child.start()
-    for ready, child in zip(readies, children, strict=True):
-        if not ready.wait(120):
-            raise AlertbenchError(f"subscriber process {child.pid} did not start in 120 s")
+        child.wait_ready()
     publisher = transport.open_publisher()
     wait = getattr(publisher, "wait_for_subscribers", None)
     if wait is not None:
         wait(len(children), timeout=15)
     cpu0 = _cpu_seconds()
     server0 = process_cpu_seconds(server_pids)
-    start_ns.value = time.time_ns() + 200_000_000
     t0, behind, payload_bytes = _publish_schedule(
-        publisher, codec, pool, schedule, progress, workload.name, start_ns
+        publisher, codec, pool, schedule, progress, workload.name
     )
     publisher.flush(120)
     publisher_cpu = _cpu_seconds() - cpu0
-    reports = [results.get(timeout=idle_timeout + 600) for _ in children]
+    reports = [child.finish(idle_timeout + 600) for child in children]
     server_cpu = process_cpu_seconds(server_pids) - server0
-    for child in children:
-        child.join(30)
     publisher.close()
     histogram = HdrHistogram(1, 600_000_000, 3)
     for report in reports:
-        histogram.add(HdrHistogram.decode(report["histogram"]))
+        for alert_id, t_received, t_envelope in report["received"]:
+            # A transport that carries only the packet (VTP): the schedule says when it was due.
+            intended = t_envelope or t0 + int(schedule[alert_id][1] * 1e9)
+            histogram.record_value(max(1, (t_received - intended) // 1000))
+        report.update(
+            dups=report["duplicates"],
+            errors=report["decode_errors"],
+            last=max((r[1] for r in report["received"]), default=0),
+        )
+        report["received"] = len(report["received"])
     subscriber_cpu = sum(r["cpu_seconds"] for r in reports)
     row = _result_row(
         workload, url, serializer_name, transport, schedule, fanout, reports, histogram,

@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+from harness.comet import broker_args, twistd_command
 from harness.kafka_cluster import free_port
-from harness.vtp_bench import COMET_RAISED_LIMIT, wait_port
+from harness.vtp_bench import wait_port
 from refimpl.simulator import AlertSimulator, SimulationConfig
 from refimpl.voevent_codec import VoeventSerializer
 from transports.base import Envelope, TransportError
@@ -33,41 +34,15 @@ def wait_for(predicate, timeout: float = 20.0) -> bool:
 
 def twistd(venv: Path, work: Path, name: str, args: list[str], raised: bool = False):
     log = (work / f"{name}.log").open("wb")
-    if raised:
-        cmd = [
-            str(venv / "bin" / "python"),
-            "-c",
-            COMET_RAISED_LIMIT,
-            "-n",
-            "--pidfile=",
-            "comet",
-            *args,
-        ]
-    else:
-        cmd = [str(venv / "bin" / "twistd"), "-n", "--pidfile=", "comet", *args]
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+    command = twistd_command(venv, args, raised)
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=work)
 
 
 def comet_broker(venv: Path, work: Path, name: str, raised: bool = False):
     receive, broadcast = free_port(), free_port()
     (work / f"{name}-db").mkdir()
-    proc = twistd(
-        venv,
-        work,
-        name,
-        [
-            "--local-ivo=ivo://example.test/comet-broker",
-            "--receive",
-            f"--receive-port={receive}",
-            "--broadcast",
-            f"--broadcast-port={broadcast}",
-            "--author-whitelist=127.0.0.1/32",
-            "--subscriber-whitelist=127.0.0.1/32",
-            f"--eventdb={work / f'{name}-db'}",
-            "--broadcast-test-interval=0",
-        ],
-        raised=raised,
-    )
+    args = broker_args(receive, broadcast, work / f"{name}-db", "ivo://example.test/comet-broker")
+    proc = twistd(venv, work, name, args, raised=raised)
     wait_port(receive)
     wait_port(broadcast)
     return proc, receive, broadcast

@@ -8,12 +8,17 @@ header and payload as two frames of one multipart message, so the payload is nev
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import socket
 import struct
+import threading
 import time
 from typing import Any
 
-from transports.base import Envelope, TransportError
+from transports.base import Envelope, QueuedSubscriber, TransportError
+
+log = logging.getLogger(__name__)
 
 ENVELOPE_HEADER = struct.Struct(">qqqqQH")
 LENGTH = struct.Struct(">I")
@@ -110,3 +115,69 @@ def connect_with_backoff(
         sock.settimeout(None)
         return sock
     return None
+
+
+class SocketSubscriber(QueuedSubscriber):
+    """A subscriber holding one TCP connection to its server, read by a background thread.
+
+    It connects, hands the socket to :meth:`_serve` (the protocol: read frames, ``_put`` what
+    arrives), and when the connection ends reconnects with back-off, unless ``reconnect`` is
+    off. A peer that sends a bad frame is dropped with the reason kept in ``errors``. The
+    constructor returns once the first connection is up (or ``connect_timeout`` has passed), so
+    that, as with Kafka's subscriber, what is published after it returns reaches it.
+    """
+
+    label = "subscriber"
+    max_backoff = 1.0
+
+    def _start(
+        self,
+        address: tuple[str, int],
+        *,
+        buffer: int,
+        reconnect: bool,
+        connect_timeout: float,
+    ) -> None:
+        self.address = address
+        self.reconnect = reconnect
+        self._init_queue(buffer)
+        self._sock: socket.socket | None = None
+        self.errors: list[str] = []
+        self.connections = 0
+        self._connected = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=self.label)
+        self._thread.start()
+        self._connected.wait(connect_timeout)
+
+    def _serve(self, sock: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            sock = connect_with_backoff(self.address, self._stop, self.max_backoff)
+            if sock is None:
+                return
+            self._sock = sock
+            self.connections += 1
+            self._connected.set()
+            try:
+                self._serve(sock)
+            except FrameError as exc:
+                self.errors.append(str(exc))
+                log.warning("%s dropped the connection to %s: %s", self.label, self.address, exc)
+            except OSError:
+                pass  # the server went away: reconnect below
+            finally:
+                with contextlib.suppress(OSError):
+                    sock.close()
+                self._sock = None
+            if not self.reconnect:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=3)

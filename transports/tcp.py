@@ -21,7 +21,6 @@ from transports.base import (
     Capabilities,
     CountsSubscribers,
     Envelope,
-    QueuedSubscriber,
     Received,
     Start,
     TransportError,
@@ -29,8 +28,7 @@ from transports.base import (
 )
 from transports.framing import (
     DEFAULT_MAX_FRAME,
-    FrameError,
-    connect_with_backoff,
+    SocketSubscriber,
     encode_frame,
     read_frame,
 )
@@ -149,8 +147,10 @@ class TcpPublisher(CountsSubscribers):
         self._selector.close()
 
 
-class TcpSubscriber(QueuedSubscriber):
+class TcpSubscriber(SocketSubscriber):
     """Connects (and reconnects, with back-off) and reads frames in a background thread."""
+
+    label = "tcp subscriber"
 
     def __init__(
         self,
@@ -159,51 +159,13 @@ class TcpSubscriber(QueuedSubscriber):
         max_frame: int = DEFAULT_MAX_FRAME,
         buffer: int = 1000,
         reconnect: bool = True,
+        connect_timeout: float = 0.0,
     ) -> None:
-        self.address = address
         self.max_frame = max_frame
-        self.reconnect = reconnect
-        self._init_queue(buffer)
-        self._sock: socket.socket | None = None
-        self.errors: list[str] = []
-        self.connections = 0
-        self._thread = threading.Thread(target=self._run, name="tcp-subscriber", daemon=True)
-        self._thread.start()
+        self._start(address, buffer=buffer, reconnect=reconnect, connect_timeout=connect_timeout)
 
-    def _run(self) -> None:
+    def _serve(self, sock: socket.socket) -> None:
+        origin = f"tcp://{self.address[0]}:{self.address[1]}"
         while not self._stop.is_set():
-            sock = connect_with_backoff(self.address, self._stop)
-            if sock is None:
-                return
-            self._sock = sock
-            self.connections += 1
-            try:
-                while not self._stop.is_set():
-                    envelope = read_frame(sock, self.max_frame)
-                    self._put(
-                        Received(
-                            envelope,
-                            time.time_ns(),
-                            origin=f"tcp://{self.address[0]}:{self.address[1]}",
-                            position=envelope.sequence,
-                        )
-                    )
-            except FrameError as exc:
-                self.errors.append(str(exc))
-                log.warning("tcp subscriber dropped the connection to %s: %s", self.address, exc)
-            except OSError:
-                pass  # publisher went away: reconnect below
-            finally:
-                with contextlib.suppress(OSError):
-                    sock.close()
-                self._sock = None
-            if not self.reconnect:
-                return
-
-    def close(self) -> None:
-        self._stop.set()
-        sock = self._sock
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        self._thread.join(timeout=3)
+            envelope = read_frame(sock, self.max_frame)
+            self._put(Received(envelope, time.time_ns(), origin=origin, position=envelope.sequence))

@@ -57,13 +57,12 @@ from transports.base import (
     Capabilities,
     CountsSubscribers,
     Envelope,
-    QueuedSubscriber,
     Received,
     Start,
     TransportError,
     parse_url,
 )
-from transports.framing import FrameError, connect_with_backoff, recv_exact
+from transports.framing import FrameError, SocketSubscriber, recv_exact
 
 log = logging.getLogger(__name__)
 
@@ -564,81 +563,66 @@ class VtpPublisher:
         pass
 
 
-class VtpSubscriber(QueuedSubscriber):
-    """A VTP subscriber: acks events, answers iamalive, reconnects with back-off."""
+class VtpSubscriber(SocketSubscriber):
+    """A VTP subscriber: acks events, answers iamalive and authenticate, reconnects with back-off.
 
-    def __init__(self, transport: VtpTransport, buffer: int = 1000, reconnect: bool = True) -> None:
+    The constructor returns once connected (at most ``connect_timeout`` seconds), so events the
+    broker accepts after that reach it.
+    """
+
+    label = "VTP subscriber"
+    max_backoff = 2.0
+
+    def __init__(
+        self,
+        transport: VtpTransport,
+        buffer: int = 1000,
+        reconnect: bool = True,
+        connect_timeout: float = 5.0,
+    ) -> None:
         self.transport = transport
-        self.reconnect = reconnect
-        self._init_queue(buffer)
-        self._sock: socket.socket | None = None
-        self.errors: list[str] = []
         self.iamalives = 0
         self.bytes_received = 0
         self.bytes_sent = 0
-        self._thread = threading.Thread(target=self._run, daemon=True, name="vtp-subscriber")
-        self._thread.start()
+        self._start(
+            (transport.host, transport.broadcast_port),
+            buffer=buffer,
+            reconnect=reconnect,
+            connect_timeout=connect_timeout,
+        )
 
     def _reply(self, sock: socket.socket, data: bytes) -> None:
         send_frame(sock, data)
         self.bytes_sent += LENGTH.size + len(data)
 
-    def _run(self) -> None:
-        address = (self.transport.host, self.transport.broadcast_port)
+    def _serve(self, sock: socket.socket) -> None:
         local = self.transport.local_ivo
         while not self._stop.is_set():
-            sock = connect_with_backoff(address, self._stop, max_backoff=2.0)
-            if sock is None:
-                return
-            self._sock = sock
+            data = read_frame(sock, self.transport.max_frame)
+            self.bytes_received += LENGTH.size + len(data)
             try:
-                while not self._stop.is_set():
-                    data = read_frame(sock, self.transport.max_frame)
-                    self.bytes_received += LENGTH.size + len(data)
-                    try:
-                        message = parse_message(data, self.transport.max_frame)
-                    except FrameError as exc:
-                        self.errors.append(str(exc))
-                        self._reply(sock, transport_message("nak", "", local, result=str(exc)))
-                        continue
-                    if message.kind == "voevent":
-                        ivorn = message.root.get("ivorn", "")
-                        self._reply(sock, transport_message("ack", ivorn, local))
-                        envelope = Envelope(
-                            payload=data,
-                            content_type=CONTENT_TYPE,
-                            alert_id=alert_id_of(message.root),
-                        )
-                        self._put(Received(envelope, time.time_ns(), origin=ivorn))
-                    elif message.role == "authenticate":
-                        params = {"token": self.transport.token} if self.transport.token else None
-                        self._reply(sock, transport_message("authenticate", local, params=params))
-                    elif message.role == "nak":
-                        self.errors.append(f"broker refused us: {message.result}")
-                    elif message.role == "iamalive":
-                        self.iamalives += 1
-                        self._reply(
-                            sock, transport_message("iamalive", message.text("Origin") or "", local)
-                        )
+                message = parse_message(data, self.transport.max_frame)
             except FrameError as exc:
                 self.errors.append(str(exc))
-                log.warning("VTP subscriber dropped the connection to %s: %s", address, exc)
-            except OSError:
-                pass
-            finally:
-                with contextlib.suppress(OSError):
-                    sock.close()
-                self._sock = None
-            if not self.reconnect:
-                return
-
-    def close(self) -> None:
-        self._stop.set()
-        sock = self._sock
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        self._thread.join(timeout=3)
+                self._reply(sock, transport_message("nak", "", local, result=str(exc)))
+                continue
+            if message.kind == "voevent":
+                ivorn = message.root.get("ivorn", "")
+                self._reply(sock, transport_message("ack", ivorn, local))
+                envelope = Envelope(
+                    payload=data, content_type=CONTENT_TYPE, alert_id=alert_id_of(message.root)
+                )
+                self._put(Received(envelope, time.time_ns(), origin=ivorn))
+            elif message.role == "authenticate":
+                params = {"token": self.transport.token} if self.transport.token else None
+                self._reply(sock, transport_message("authenticate", local, params=params))
+            elif message.role == "nak":
+                self.errors.append(f"broker refused us: {message.result}")
+            elif message.role == "iamalive":
+                self.iamalives += 1
+                self._reply(
+                    sock, transport_message("iamalive", message.text("Origin") or "", local)
+                )
 
 
 __all__ = ["VOEVENT_ROLES", "VtpBroker", "VtpTransport", "transport_message"]

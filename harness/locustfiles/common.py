@@ -30,7 +30,6 @@ import uuid
 import gevent
 from locust import User, constant_throughput, task
 
-from harness.kafka_cluster import free_port
 from harness.visit_bench import alert_pool
 from refimpl.serializer import get_serializer
 from transports.base import Envelope, get_transport
@@ -135,8 +134,4 @@ def kafka_url(host: str | None) -> str:
     return f"kafka://{bootstrap}/locust-{uuid.uuid4().hex[:12]}"
 
 
-def local_port() -> int:
-    return free_port()
-
-
-__all__ = ["AlertStreamUser", "kafka_url", "local_port"]
+__all__ = ["AlertStreamUser", "kafka_url"]

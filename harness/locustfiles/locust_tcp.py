@@ -3,11 +3,12 @@
 locust -f harness/locustfiles/locust_tcp.py --headless -u 4 -r 4 -t 30s --csv out/locust/tcp
 """
 
-from harness.locustfiles.common import AlertStreamUser, local_port
+from harness.kafka_cluster import free_port
+from harness.locustfiles.common import AlertStreamUser
 
 
 class TcpAlertUser(AlertStreamUser):
     transport_kind = "tcp"
 
     def stream_url(self) -> str:
-        return f"tcp://127.0.0.1:{local_port()}"
+        return f"tcp://127.0.0.1:{free_port()}"

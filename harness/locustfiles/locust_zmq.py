@@ -5,7 +5,8 @@ locust -f harness/locustfiles/locust_zmq.py --headless -u 4 -r 4 -t 30s --csv ou
 
 import os
 
-from harness.locustfiles.common import AlertStreamUser, local_port
+from harness.kafka_cluster import free_port
+from harness.locustfiles.common import AlertStreamUser
 
 PATTERN = os.environ.get("ALERTBENCH_ZMQ_PATTERN", "pubsub")
 
@@ -14,4 +15,4 @@ class ZmqAlertUser(AlertStreamUser):
     transport_kind = f"zmq-{PATTERN}"
 
     def stream_url(self) -> str:
-        return f"zmq+tcp://127.0.0.1:{local_port()}?pattern={PATTERN}"
+        return f"zmq+tcp://127.0.0.1:{free_port()}?pattern={PATTERN}"

@@ -8,7 +8,7 @@ dropped rather than allowed to slow the stream. Each output keeps counts of what
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -179,6 +179,7 @@ class VtpUserStreams:
         self._authenticate = authenticate
         self.delivered: Counter[str] = Counter()
         self.no_subscriber: Counter[str] = Counter()
+        self._encoded: OrderedDict[int, bytes] = OrderedDict()  # alert id -> VOEvent, recent
 
     def _check(self, params: dict[str, str]) -> str | None:
         try:
@@ -194,8 +195,18 @@ class VtpUserStreams:
         if not self.broker.subscribers_of(user):
             self.no_subscriber[user] += 1  # VTP has no replay: nobody listening, nothing kept
             return
-        self.broker.deliver(self.serializer.dumps(alert), user)
+        self.broker.deliver(self._voevent(alert), user)
         self.delivered[user] += 1
+
+    def _voevent(self, alert: dict[str, Any]) -> bytes:
+        """Encoded once however many users an alert goes to (XML encoding is the costly part)."""
+        alert_id = alert["diaSourceId"]
+        data = self._encoded.get(alert_id)
+        if data is None:
+            data = self._encoded[alert_id] = self.serializer.dumps(alert)
+            if len(self._encoded) > 1024:
+                self._encoded.popitem(last=False)
+        return data
 
     def flush(self, timeout: float = 10.0) -> int:
         return 0
