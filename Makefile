@@ -1,6 +1,8 @@
 # The two commands of the README. Each sets up what it needs (a virtual environment in .venv with
 # the package and its dependencies from PyPI) before it runs, so a fresh clone needs nothing else.
 PYTHON ?= python3
+# Kafka jars, the Comet environment and other downloads stay in the checkout, git-ignored.
+export ALERTBENCH_CACHE ?= $(CURDIR)/.cache
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

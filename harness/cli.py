@@ -13,6 +13,11 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from alertbench.refimpl.alert.schema import available_versions, latest_version
+from alertbench.refimpl.alert.simulator import AlertSimulator, SimulationConfig
+from alertbench.refimpl.codecs.avro import write_ocf
+from alertbench.refimpl.codecs.base import SERIALIZERS, Alert, get_serializer
+from alertbench.refimpl.codecs.sizes import SizeReport, cutout_side
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -25,12 +30,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from refimpl.avro_codec import write_ocf
-from refimpl.errors import AlertbenchError
-from refimpl.schema import available_versions, latest_version
-from refimpl.serializer import SERIALIZERS, Alert, get_serializer
-from refimpl.simulator import AlertSimulator, SimulationConfig
-from refimpl.sizes import SizeReport, cutout_side
+from alertbench.errors import AlertbenchError
 
 console = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 120)  # tables stay readable in logs
@@ -110,7 +110,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from harness.alertfiles import read_alert_file
+    from alertbench.refimpl.codecs.files import read_alert_file
 
     data_size = args.file.stat().st_size
     container, codec_name, alerts = read_alert_file(args.file)
@@ -162,7 +162,7 @@ def serializer_schema_name(serializer: object) -> str:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from harness.alertfiles import read_alert_file, write_alert_file
+    from alertbench.refimpl.codecs.files import read_alert_file, write_alert_file
 
     container, codec_name, alerts = read_alert_file(args.input)
     with _progress() as progress:
@@ -182,7 +182,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from refimpl.generated_docs import write_all
+    from alertbench.refimpl.codecs.docs import write_all
 
     for path in write_all(check=args.check):
         out.print(f"{'up to date' if args.check else 'wrote'}: {path}")
@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         "through every transport x serialization with the codec in the loop, and write "
         "results.json, a ranked report.md and a plot.",
     )
-    from harness.matrix import SERIALIZER_NAMES, TRANSPORT_KINDS
+    from alertbench.harness.matrix import SERIALIZER_NAMES, TRANSPORT_KINDS
 
     mat.add_argument("--alerts", type=int, default=1000, help="alerts per combination")
     mat.add_argument("--pool", type=int, default=200, help="distinct simulated alerts")
@@ -441,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("folder", type=Path, help="a folder holding results.json")
     rep.set_defaults(func=cmd_report)
 
-    from harness.minibroker_cli import add_parsers as add_minibroker
+    from alertbench.harness.minibroker_cli import add_parsers as add_minibroker
 
     add_minibroker(sub)
 
@@ -451,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
-    from harness import kafka_cluster as kc
+    from alertbench.transports.servers import kafka_cluster as kc
 
     state_path = args.state or kc.cache_dir() / "kafka-cluster.json"
     if args.action == "fetch":
@@ -504,8 +504,8 @@ def cmd_kafka(args: argparse.Namespace) -> int:
 
 
 def cmd_kafka_visit(args: argparse.Namespace) -> int:
-    from harness import visit_bench
-    from harness.kafka_cluster import local_kafka
+    from alertbench.harness import visit_bench
+    from alertbench.transports.servers.kafka_cluster import local_kafka
 
     with _progress() as progress:
         task = progress.add_task("simulating payload pool", total=None)
@@ -548,8 +548,8 @@ def cmd_kafka_visit(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from harness import matrix
-    from harness.visit_bench import environment
+    from alertbench.harness import matrix
+    from alertbench.harness.visit_bench import environment
 
     with _progress() as progress:
         rows = matrix.run_matrix(
@@ -572,14 +572,14 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 def cmd_vtp_bench(args: argparse.Namespace) -> int:
     import subprocess
 
-    from harness import vtp_bench
-    from harness.comet import comet_venv
-    from harness.visit_bench import environment
+    from alertbench.harness import vtp_bench
+    from alertbench.harness.visit_bench import environment
+    from alertbench.transports.servers.comet import comet_venv
 
     if not args.inside_namespace:
         if not args.no_comet:
             comet_venv()  # install before entering the namespace, which has no network
-        cmd = [sys.executable, "-m", "harness.cli", *sys.argv[1:], "--inside-namespace"]
+        cmd = [sys.executable, "-m", "alertbench.harness.cli", *sys.argv[1:], "--inside-namespace"]
         script = "ip link set lo up && exec " + " ".join(f"'{c}'" for c in cmd)
         return subprocess.run(["unshare", "-n", "sh", "-c", script]).returncode
     venv = None if args.no_comet else comet_venv()
@@ -594,10 +594,10 @@ def cmd_vtp_bench(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from contextlib import ExitStack, nullcontext
 
-    from harness.kafka_cluster import local_kafka
-    from harness.matrix import TRANSPORT_KINDS, transport_url
-    from harness.visit_bench import environment
-    from harness.workload import Workload, run_workload
+    from alertbench.harness.matrix import TRANSPORT_KINDS, transport_url
+    from alertbench.harness.visit_bench import environment
+    from alertbench.harness.workload import Workload, run_workload
+    from alertbench.transports.servers.kafka_cluster import local_kafka
 
     workload = Workload.load(args.workload)
     with ExitStack() as stack:
@@ -649,10 +649,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_max_rate(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
-    from harness.kafka_cluster import local_kafka
-    from harness.matrix import transport_url
-    from harness.max_rate import find_max_rate
-    from harness.visit_bench import environment
+    from alertbench.harness.matrix import transport_url
+    from alertbench.harness.max_rate import find_max_rate
+    from alertbench.harness.visit_bench import environment
+    from alertbench.transports.servers.kafka_cluster import local_kafka
 
     with ExitStack() as stack:
         cluster = None
@@ -687,7 +687,7 @@ def cmd_max_rate(args: argparse.Namespace) -> int:
 
 
 def cmd_evidence(args: argparse.Namespace) -> int:
-    from harness import evidence
+    from alertbench.harness import evidence
 
     path = evidence.write(args.results)
     out.print(f"wrote {path}")
@@ -695,7 +695,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness import matrix
+    from alertbench.harness import matrix
 
     path = matrix.write_report(args.folder)
     out.print(f"wrote {path}")

@@ -11,9 +11,10 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from refimpl.errors import AlertbenchError
-from refimpl.serializer import Alert, Serializer, get_serializer, serializer_name_for
-from transports.base import Received, Subscriber
+from alertbench.refimpl.codecs.base import Alert, Serializer, get_serializer, serializer_name_for
+from alertbench.transports.base import Received, Subscriber
+
+from alertbench.errors import AlertbenchError
 
 log = logging.getLogger(__name__)
 

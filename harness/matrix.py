@@ -24,12 +24,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from harness.kafka_cluster import KafkaCluster, free_port
-from harness.visit_bench import LSST_RATE, alert_pool, run_visit, with_alert_id
-from refimpl.serializer import get_serializer
-from transports.base import get_transport
-from transports.grpc import AlertStreamServer
-from transports.vtp import VtpBroker
+from alertbench.harness.visit_bench import LSST_RATE, alert_pool, run_visit, with_alert_id
+from alertbench.refimpl.codecs.base import get_serializer
+from alertbench.transports.base import get_transport
+from alertbench.transports.grpc import AlertStreamServer
+from alertbench.transports.servers.kafka_cluster import KafkaCluster, free_port
+from alertbench.transports.vtp import VtpBroker
 
 TRANSPORT_KINDS = ("kafka", "grpc", "zmq-pubsub", "zmq-pushpull", "tcp", "vtp")
 SERIALIZER_NAMES = ("avro", "protobuf", "voevent", "voevent3")
@@ -145,7 +145,7 @@ def _add_max_rate(
     progress: Any,
     subscriber_process: bool = False,
 ) -> None:
-    from harness.max_rate import find_max_rate
+    from alertbench.harness.max_rate import find_max_rate
 
     with ExitStack() as steps:
 

@@ -15,11 +15,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from alertbench.harness.visit_bench import LSST_RATE, ChildSubscriber, alert_pool, with_alert_id
+from alertbench.refimpl.codecs.base import get_serializer
+from alertbench.transports.base import Envelope, get_transport
 from hdrh.histogram import HdrHistogram
-
-from harness.visit_bench import LSST_RATE, ChildSubscriber, alert_pool, with_alert_id
-from refimpl.serializer import get_serializer
-from transports.base import Envelope, get_transport
 
 LATE_NS = 50_000_000
 

@@ -17,17 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from harness.visit_bench import LSST_RATE, alert_pool, environment
-from refimpl.avro_codec import AvroSerializer
-from refimpl.filters import compile_filter
-from refimpl.filters.columns import VisitColumns
-from refimpl.minibroker import MiniBroker, MiniBrokerStore
-from refimpl.minibroker.outputs import KafkaUserTopics, VtpUserStreams
-from refimpl.minibroker.projection import ProjectedDecoder
-from transports.base import Envelope, Start
-from transports.kafka import KafkaTransport
-from transports.vtp import VtpTransport
+from alertbench.harness.minibroker_io import KafkaUserTopics, VtpUserStreams
+from alertbench.harness.visit_bench import LSST_RATE, alert_pool, environment
+from alertbench.refimpl.codecs.avro import AvroSerializer
+from alertbench.refimpl.minibroker import MiniBroker, MiniBrokerStore
+from alertbench.refimpl.minibroker.filters import compile_filter
+from alertbench.refimpl.minibroker.filters.columns import VisitColumns
+from alertbench.refimpl.minibroker.projection import ProjectedDecoder
+from alertbench.transports.base import Envelope, Start
+from alertbench.transports.kafka import KafkaTransport
+from alertbench.transports.vtp import VtpTransport
 
 TEMPLATES = (
     "diaSource.snr > {snr:.1f}",

@@ -12,16 +12,17 @@ import os
 import time
 from pathlib import Path
 
-from harness.cli import console, out
-from refimpl.errors import AlertbenchError
+from alertbench.harness.cli import console, out
+
+from alertbench.errors import AlertbenchError
 
 DEFAULT_DB = Path("minibroker.sqlite")
 
 
 def _store(args: argparse.Namespace):
-    from refimpl.filters import FieldCatalog
-    from refimpl.minibroker import MiniBrokerStore
-    from refimpl.schema import load_schema
+    from alertbench.refimpl.alert.schema import load_schema
+    from alertbench.refimpl.minibroker import MiniBrokerStore
+    from alertbench.refimpl.minibroker.filters import FieldCatalog
 
     return MiniBrokerStore(args.db, FieldCatalog(load_schema(args.schema_version)))
 
@@ -39,7 +40,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
             args.name, alerts_per_visit=args.alerts_per_visit, max_filters=args.max_filters
         )
     if args.kafka:
-        from refimpl.minibroker.outputs import KafkaUserTopics
+        from alertbench.harness.minibroker_io import KafkaUserTopics
 
         KafkaUserTopics(args.kafka, user=args.kafka_user, password=args.kafka_password).grant(
             args.name, token
@@ -72,8 +73,8 @@ def cmd_filter_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_filter_check(args: argparse.Namespace) -> int:
-    from refimpl.filters import FieldCatalog, parse_filter
-    from refimpl.schema import load_schema
+    from alertbench.refimpl.alert.schema import load_schema
+    from alertbench.refimpl.minibroker.filters import FieldCatalog, parse_filter
 
     checked = parse_filter(args.expression, FieldCatalog(load_schema(args.schema_version)))
     fields = ", ".join(f.name for f in checked.fields)
@@ -84,10 +85,10 @@ def cmd_filter_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
-    from refimpl.minibroker import MiniBroker
-    from refimpl.minibroker.outputs import KafkaUserTopics, VtpUserStreams
-    from transports.base import Start
-    from transports.kafka import KafkaTransport
+    from alertbench.harness.minibroker_io import KafkaUserTopics, VtpUserStreams
+    from alertbench.refimpl.minibroker import MiniBroker
+    from alertbench.transports.base import Start
+    from alertbench.transports.kafka import KafkaTransport
 
     auth = {"user": args.kafka_user, "password": args.kafka_password}
     with ExitStack() as stack:
@@ -127,8 +128,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from harness import minibroker_bench
-    from harness.kafka_cluster import local_kafka
+    from alertbench.harness import minibroker_bench
+    from alertbench.transports.servers.kafka_cluster import local_kafka
 
     with local_kafka(args.bootstrap_servers, announce=console.print) as (bootstrap, _):
         result = minibroker_bench.run_minibroker_bench(

@@ -28,12 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alertbench.refimpl.alert.simulator import AlertSimulator, SimulationConfig
+from alertbench.refimpl.codecs.base import get_serializer
+from alertbench.transports.base import Envelope, Received, Start, get_transport
 from hdrh.histogram import HdrHistogram
 
-from refimpl.errors import AlertbenchError
-from refimpl.serializer import get_serializer
-from refimpl.simulator import AlertSimulator, SimulationConfig
-from transports.base import Envelope, Received, Start, get_transport
+from alertbench.errors import AlertbenchError
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 CDF_PERCENTILES = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.5, 99.9, 99.99, 100)
@@ -400,8 +400,7 @@ def run_visit(
 def environment() -> dict[str, Any]:
     """Machine and versions, recorded beside every figure."""
     import confluent_kafka
-
-    from harness.kafka_cluster import KAFKA_VERSION
+    from alertbench.transports.servers.kafka_cluster import KAFKA_VERSION
 
     try:
         commit = subprocess.run(

@@ -21,12 +21,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from harness.comet import broker_args, twistd_command
-from harness.kafka_cluster import KafkaCluster, free_port
-from harness.visit_bench import alert_pool, run_visit
-from refimpl.voevent_codec import VoeventSerializer
-from transports.framing import ENVELOPE_HEADER, LENGTH
-from transports.vtp import VtpBroker
+from alertbench.harness.visit_bench import alert_pool, run_visit
+from alertbench.refimpl.codecs.voevent import VoeventSerializer
+from alertbench.transports.framing import ENVELOPE_HEADER, LENGTH
+from alertbench.transports.servers.comet import broker_args, twistd_command
+from alertbench.transports.servers.kafka_cluster import KafkaCluster, free_port
+from alertbench.transports.vtp import VtpBroker
 
 
 def packets(n: int, seed: int = 1, pool_size: int = 100) -> list[bytes]:

@@ -25,9 +25,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from hdrh.histogram import HdrHistogram
-
-from harness.visit_bench import (
+from alertbench.harness.visit_bench import (
     LSST_RATE,
     PERCENTILES,
     ChildSubscriber,
@@ -35,10 +33,12 @@ from harness.visit_bench import (
     shared_counter,
     with_alert_id,
 )
-from refimpl.errors import AlertbenchError
-from refimpl.serializer import get_serializer
-from refimpl.simulator import AlertSimulator, SimulationConfig
-from transports.base import Envelope, get_transport
+from alertbench.refimpl.alert.simulator import AlertSimulator, SimulationConfig
+from alertbench.refimpl.codecs.base import get_serializer
+from alertbench.transports.base import Envelope, get_transport
+from hdrh.histogram import HdrHistogram
+
+from alertbench.errors import AlertbenchError
 
 WORKLOADS_DIR = Path(__file__).with_name("workloads")
 
@@ -206,7 +206,7 @@ def run_workload(
     for t in threads:
         t.start()
     cpu0 = time.process_time()
-    from harness.visit_bench import process_cpu_seconds
+    from alertbench.harness.visit_bench import process_cpu_seconds
 
     server0 = process_cpu_seconds(server_pids or [])
     t0, behind, payload_bytes = _publish_schedule(
@@ -283,7 +283,7 @@ def _run_with_processes(
     schedule: list[tuple[int, float]], transport: Any, fanout: bool, progress: Any,
     server_pids: list[int], idle_timeout: float,
 ) -> dict[str, Any]:  # fmt: skip
-    from harness.visit_bench import process_cpu_seconds
+    from alertbench.harness.visit_bench import process_cpu_seconds
 
     n = len(schedule)
     shared = None if fanout else shared_counter()

@@ -1,16 +1,21 @@
-"""Shared fixtures: one small simulated visit, generated once per test session."""
+"""Shared fixtures, and the lanes: every test is marked by the folder it lives in.
+
+Lanes (pytest -m LANE, or the folder): ``unit`` needs no server and runs in about a minute;
+``conformance`` holds every registered transport to the shared suite on loopback servers;
+``integration`` runs real Apache Kafka, Comet, locust and the harness end to end.
+"""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from alertbench.refimpl.alert.schema import AlertSchema, load_schema
+from alertbench.refimpl.alert.simulator import AlertSimulator, SimulationConfig, Visit
+from alertbench.transports.servers.kafka_cluster import KafkaCluster
 
-from harness.kafka_cluster import KafkaCluster
-from refimpl.schema import AlertSchema, load_schema
-from refimpl.simulator import AlertSimulator, SimulationConfig, Visit
+from tests.support.servers import require_tools
 
 SMALL_VISIT = SimulationConfig(seed=7, alerts_per_visit_mean=150, alerts_per_visit_sigma=0.0)
 
@@ -35,23 +40,6 @@ def alerts(visit: Visit) -> list[dict]:
     return list(visit.alerts())
 
 
-IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
-def unavailable(message: str) -> None:
-    """A real component (a tool, a peer) is missing: fail under CI=true, skip elsewhere."""
-    if IN_CI:
-        pytest.fail(message + " (CI=true: a missing dependency is a failure, not a skip)")
-    pytest.skip(message)
-
-
-def require_tools(*tools: str) -> None:
-    """The tools a real component needs must be on PATH (see :func:`unavailable`)."""
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        unavailable(f"this test needs {', '.join(missing)} on PATH to run real Apache Kafka")
-
-
 @pytest.fixture(scope="session")
 def kafka_cluster() -> Iterator[KafkaCluster]:
     """One real single-node Kafka (KRaft) for the session, from the project's own launcher."""
@@ -61,3 +49,14 @@ def kafka_cluster() -> Iterator[KafkaCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+LANES = ("unit", "conformance", "integration", "benchmarks")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        lane = Path(item.fspath).relative_to(root).parts[0]
+        if lane in LANES:
+            item.add_marker(getattr(pytest.mark, lane))

@@ -17,17 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
-from refimpl.errors import AlertbenchError
-from refimpl.registry import resolve
-
-
-class TransportError(AlertbenchError):
-    """A transport failed: could not connect, was refused, timed out, or got bad input."""
-
-
-class UnknownTransportError(TransportError, KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0])
+from alertbench.errors import TransportError, UnknownTransportError
+from alertbench.registry import resolve
 
 
 @dataclass(frozen=True)
@@ -131,12 +122,12 @@ class Transport(Protocol):
 
 
 TRANSPORTS: dict[str, str] = {
-    "kafka": "transports.kafka:KafkaTransport",
-    "grpc": "transports.grpc:GrpcTransport",
-    "grpcs": "transports.grpc:GrpcTransport",
-    "zmq+tcp": "transports.zmq:ZmqTransport",
-    "tcp": "transports.tcp:TcpTransport",
-    "vtp": "transports.vtp:VtpTransport",
+    "kafka": "alertbench.transports.kafka:KafkaTransport",
+    "grpc": "alertbench.transports.grpc:GrpcTransport",
+    "grpcs": "alertbench.transports.grpc:GrpcTransport",
+    "zmq+tcp": "alertbench.transports.zmq:ZmqTransport",
+    "tcp": "alertbench.transports.tcp:TcpTransport",
+    "vtp": "alertbench.transports.vtp:VtpTransport",
 }
 
 

@@ -16,17 +16,15 @@ import threading
 import time
 from typing import Any
 
-from transports.base import Envelope, QueuedSubscriber, TransportError
+from alertbench.transports.base import Envelope, QueuedSubscriber
+
+from alertbench.errors import FrameError
 
 log = logging.getLogger(__name__)
 
 ENVELOPE_HEADER = struct.Struct(">qqqqQH")
 LENGTH = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
-
-
-class FrameError(TransportError):
-    """A peer sent bytes that are not a valid frame: the connection is dropped, with this reason."""
 
 
 def pack_header(env: Envelope, t_sent_ns: int) -> bytes:

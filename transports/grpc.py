@@ -29,10 +29,9 @@ from concurrent import futures
 from typing import Any
 
 import grpc
-
-from refimpl.paths import PROTO_DIR
-from refimpl.protoc import build
-from transports.base import (
+from alertbench.transports._generated import alertstream_pb2 as pb
+from alertbench.transports._generated import alertstream_pb2_grpc as pb_grpc
+from alertbench.transports.base import (
     Capabilities,
     Envelope,
     QueuedSubscriber,
@@ -44,8 +43,6 @@ from transports.base import (
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
-pb, pb_grpc = build(PROTO_DIR / "alertstream.proto", grpc=True)
-assert pb_grpc is not None
 
 
 def _channel_options(max_message: int) -> list[tuple[str, int]]:

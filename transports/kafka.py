@@ -25,11 +25,7 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka import TopicPartition as KafkaTopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
-
-from transports.base import (
+from alertbench.transports.base import (
     Capabilities,
     Envelope,
     Received,
@@ -37,6 +33,9 @@ from transports.base import (
     TransportError,
     parse_url,
 )
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 log = logging.getLogger(__name__)
 

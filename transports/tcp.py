@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from transports.base import (
+from alertbench.transports.base import (
     Capabilities,
     CountsSubscribers,
     Envelope,
@@ -26,7 +26,7 @@ from transports.base import (
     TransportError,
     parse_url,
 )
-from transports.framing import (
+from alertbench.transports.framing import (
     DEFAULT_MAX_FRAME,
     SocketSubscriber,
     encode_frame,

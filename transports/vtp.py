@@ -44,16 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lxml import etree
-
-from refimpl.voevent_xml import (
-    VOEVENT_NS,
-    VOEVENT_ROLES,
-    UnsafeXmlError,
-    parse_untrusted,
-    xsd_error,
-)
-from transports.base import (
+from alertbench.transports.base import (
     Capabilities,
     CountsSubscribers,
     Envelope,
@@ -62,7 +53,16 @@ from transports.base import (
     TransportError,
     parse_url,
 )
-from transports.framing import FrameError, SocketSubscriber, recv_exact
+from alertbench.transports.framing import FrameError, SocketSubscriber, recv_exact
+from lxml import etree
+
+from alertbench.xmlsafe import (
+    VOEVENT_NS,
+    VOEVENT_ROLES,
+    UnsafeXmlError,
+    parse_untrusted,
+    xsd_error,
+)
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,7 @@ import time
 from typing import Any
 
 import zmq
-
-from transports.base import (
+from alertbench.transports.base import (
     Capabilities,
     CountsSubscribers,
     Envelope,
@@ -29,7 +28,7 @@ from transports.base import (
     TransportError,
     parse_url,
 )
-from transports.framing import FrameError, pack_header, unpack
+from alertbench.transports.framing import FrameError, pack_header, unpack
 
 log = logging.getLogger(__name__)
 PATTERNS = ("pubsub", "pushpull")

@@ -28,11 +28,10 @@ import time
 import uuid
 
 import gevent
+from alertbench.harness.visit_bench import alert_pool
+from alertbench.refimpl.codecs.base import get_serializer
+from alertbench.transports.base import Envelope, get_transport
 from locust import User, constant_throughput, task
-
-from harness.visit_bench import alert_pool
-from refimpl.serializer import get_serializer
-from transports.base import Envelope, get_transport
 
 SERIALIZER = os.environ.get("ALERTBENCH_SERIALIZER", "avro")
 RATE = float(os.environ.get("ALERTBENCH_RATE", "50"))

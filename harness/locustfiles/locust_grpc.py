@@ -4,8 +4,7 @@ locust -f harness/locustfiles/locust_grpc.py --headless -u 4 -r 4 -t 30s --csv o
 """
 
 import grpc.experimental.gevent as grpc_gevent
-
-from harness.locustfiles.common import AlertStreamUser
+from alertbench.harness.locustfiles.common import AlertStreamUser
 
 grpc_gevent.init_gevent()  # gRPC's own threads must cooperate with locust's greenlets
 
@@ -14,7 +13,7 @@ class GrpcAlertUser(AlertStreamUser):
     transport_kind = "grpc"
 
     def stream_url(self) -> str:
-        from transports.grpc import AlertStreamServer
+        from alertbench.transports.grpc import AlertStreamServer
 
         self.server = AlertStreamServer(window=10_000)
         self.server.start()

@@ -5,7 +5,7 @@
         --headless -u 4 -r 4 -t 30s --csv out/locust/kafka
 """
 
-from harness.locustfiles.common import AlertStreamUser, kafka_url
+from alertbench.harness.locustfiles.common import AlertStreamUser, kafka_url
 
 
 class KafkaAlertUser(AlertStreamUser):
@@ -13,7 +13,7 @@ class KafkaAlertUser(AlertStreamUser):
 
     def stream_url(self) -> str:
         url = kafka_url(self.host)
-        from transports.kafka import KafkaTransport
+        from alertbench.transports.kafka import KafkaTransport
 
         KafkaTransport(url).ensure_topic()
         return url

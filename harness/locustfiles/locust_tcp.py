@@ -3,8 +3,8 @@
 locust -f harness/locustfiles/locust_tcp.py --headless -u 4 -r 4 -t 30s --csv out/locust/tcp
 """
 
-from harness.kafka_cluster import free_port
-from harness.locustfiles.common import AlertStreamUser
+from alertbench.harness.locustfiles.common import AlertStreamUser
+from alertbench.transports.servers.kafka_cluster import free_port
 
 
 class TcpAlertUser(AlertStreamUser):

@@ -7,14 +7,14 @@ import os
 
 os.environ.setdefault("ALERTBENCH_SERIALIZER", "voevent")
 
-from harness.locustfiles.common import AlertStreamUser
+from alertbench.harness.locustfiles.common import AlertStreamUser
 
 
 class VtpAlertUser(AlertStreamUser):
     transport_kind = "vtp"
 
     def stream_url(self) -> str:
-        from transports.vtp import VtpBroker
+        from alertbench.transports.vtp import VtpBroker
 
         self.server = VtpBroker()
         return self.server.url

@@ -5,8 +5,8 @@ locust -f harness/locustfiles/locust_zmq.py --headless -u 4 -r 4 -t 30s --csv ou
 
 import os
 
-from harness.kafka_cluster import free_port
-from harness.locustfiles.common import AlertStreamUser
+from alertbench.harness.locustfiles.common import AlertStreamUser
+from alertbench.transports.servers.kafka_cluster import free_port
 
 PATTERN = os.environ.get("ALERTBENCH_ZMQ_PATTERN", "pubsub")
 

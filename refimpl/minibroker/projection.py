@@ -17,9 +17,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import cavro
-
-from refimpl.avro_codec import unframe
-from refimpl.schema import AlertSchema
+from alertbench.refimpl.alert.schema import AlertSchema
+from alertbench.refimpl.codecs.avro import unframe
 
 ALWAYS = (("diaSourceId",), ("diaSource", "visit"), ("diaSource", "diaSourceId"))
 """Fields the service itself needs: the alert id (Kafka key, IVORN) and the visit (batching)."""

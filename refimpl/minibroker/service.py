@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from alertbench.harness.minibroker_io import UserOutput
+from alertbench.refimpl.codecs.avro import AvroSerializer
+from alertbench.refimpl.minibroker.filters import CompiledFilter, compile_filter
+from alertbench.refimpl.minibroker.filters.columns import VisitColumns
+from alertbench.refimpl.minibroker.projection import ProjectedDecoder
+from alertbench.refimpl.minibroker.store import MiniBrokerStore, User
+from alertbench.transports.base import Subscriber
 
-from refimpl.avro_codec import AvroSerializer
-from refimpl.errors import AlertbenchError, DecodeError
-from refimpl.filters import CompiledFilter, compile_filter
-from refimpl.filters.columns import VisitColumns
-from refimpl.minibroker.outputs import UserOutput
-from refimpl.minibroker.projection import ProjectedDecoder
-from refimpl.minibroker.store import MiniBrokerStore, User
-from transports.base import Subscriber
+from alertbench.errors import AlertbenchError, DecodeError
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from refimpl.errors import AlertbenchError
-from refimpl.filters.language import FieldCatalog, parse_filter
+from alertbench.refimpl.minibroker.filters.language import FieldCatalog, parse_filter
+
+from alertbench.errors import AccessDenied, LimitExceeded, StoreError
 
 DEFAULT_ALERTS_PER_VISIT = 20
 DEFAULT_MAX_FILTERS = 10
@@ -46,18 +47,6 @@ CREATE TABLE IF NOT EXISTS filters (
 CREATE TABLE IF NOT EXISTS revision (id INTEGER PRIMARY KEY CHECK (id = 0), value INTEGER);
 INSERT OR IGNORE INTO revision VALUES (0, 0);
 """
-
-
-class StoreError(AlertbenchError):
-    """A request to the store was refused; the message says why."""
-
-
-class AccessDenied(StoreError):
-    """The token is unknown (or was rotated)."""
-
-
-class LimitExceeded(StoreError):
-    """The user already has as many filters as allowed."""
 
 
 @dataclass(frozen=True)

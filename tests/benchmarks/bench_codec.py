@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from refimpl.avro_codec import ENGINES, AvroSerializer
-from refimpl.simulator import AlertSimulator, SimulationConfig
+from alertbench.refimpl.alert.simulator import AlertSimulator, SimulationConfig
+from alertbench.refimpl.codecs.avro import ENGINES, AvroSerializer
 
 N = 100
 

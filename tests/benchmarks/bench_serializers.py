@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from refimpl.serializer import SERIALIZERS, get_serializer
-from refimpl.simulator import AlertSimulator, SimulationConfig
+from alertbench.refimpl.alert.simulator import AlertSimulator, SimulationConfig
+from alertbench.refimpl.codecs.base import SERIALIZERS, get_serializer
 
 N = 50
 CODECS = sorted(SERIALIZERS)

@@ -1,0 +1,1 @@
+"""Package data: the project's .proto files (read through importlib.resources)."""

@@ -1,0 +1,174 @@
+"""Rubin's alert serialization: schemaless Avro in the Confluent wire format, plus OCF archives.
+
+Wire format (what Rubin puts on Kafka, so Rubin's own consumers can read what we produce):
+``0x00`` magic byte, the schema id as a 4-byte **big-endian** unsigned integer (major*100+minor:
+1101 for v11.1), then the schemaless Avro body.
+
+Engines: the codec, not the network, is the bottleneck of the whole system (a ~130 KB alert costs
+milliseconds to encode in Python), so the engine is selectable. ``cavro`` (Cython) is the default:
+it writes byte-identical output to fastavro (checked by the tests on every simulated alert) at ~2x
+the encode and ~2.5x the decode speed here (``tox -e bench``). ``fastavro`` stays as the reference
+the tests check against, and it is also the engine that detects trailing bytes after a complete
+record; cavro's public API does not report how much of the input it consumed.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO
+
+import cavro
+import fastavro
+from alertbench.refimpl.alert.schema import (
+    AlertSchema,
+    available_versions,
+    load_schema,
+    schema_for_id,
+)
+from alertbench.refimpl.codecs.base import Alert
+
+from alertbench.errors import DecodeError, EncodeError, FramingError, SchemaError
+
+MAGIC = 0
+HEADER = struct.Struct(">bI")
+ENGINES = ("cavro", "fastavro")
+
+
+def frame(schema_id: int, body: bytes) -> bytes:
+    """Prefix ``body`` with the Confluent header for ``schema_id``."""
+    return HEADER.pack(MAGIC, schema_id) + body
+
+
+def unframe(data: bytes) -> tuple[int, memoryview]:
+    """(schema id, body) of a Confluent-framed message; FramingError if it is not one."""
+    if len(data) < HEADER.size:
+        raise FramingError(
+            f"message of {len(data)} bytes is shorter than the 5-byte Confluent header",
+            codec="avro",
+            raw=bytes(data),
+        )
+    magic, schema_id = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise FramingError(
+            f"wrong magic byte 0x{magic & 0xFF:02x} (Confluent wire format starts with 0x00)",
+            codec="avro",
+            raw=bytes(data),
+        )
+    return schema_id, memoryview(data)[HEADER.size :]
+
+
+class AvroEngine:
+    """Schemaless encode/decode of one schema version with one Avro library."""
+
+    def __init__(self, schema: AlertSchema, engine: str) -> None:
+        self.schema = schema
+        self.engine = engine
+        if engine == "cavro":
+            self._cavro = cavro.Schema(schema.definition, record_decodes_to_dict=True)
+        elif engine != "fastavro":
+            raise ValueError(f"unknown Avro engine {engine!r}; choose one of {ENGINES}")
+
+    def encode(self, alert: Alert) -> bytes:
+        if self.engine == "cavro":
+            return self._cavro.binary_encode(alert)
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, self.schema.parsed, alert)
+        return buffer.getvalue()
+
+    def decode(self, body: bytes | memoryview) -> Alert:
+        if self.engine == "cavro":
+            return self._cavro.binary_decode(bytes(body))
+        buffer = io.BytesIO(body)
+        alert = fastavro.schemaless_reader(buffer, self.schema.parsed, self.schema.parsed)
+        left = len(body) - buffer.tell()
+        if left:
+            raise ValueError(f"{left} trailing bytes after a complete alert")
+        return alert
+
+
+class AvroSerializer:
+    """Rubin alerts as Confluent-framed schemaless Avro. Decodes any shipped schema version."""
+
+    name = "avro"
+
+    def __init__(self, schema_version: str | None = None, engine: str = "cavro") -> None:
+        self.schema = load_schema(schema_version)
+        self.engine = engine
+        self._engines: dict[int, AvroEngine] = {
+            self.schema.schema_id: AvroEngine(self.schema, engine)
+        }
+        self.content_type = f"application/vnd.rubin.alert+avro; schema-id={self.schema.schema_id}"
+
+    def _engine_for(self, schema_id: int, data: bytes) -> AvroEngine:
+        engine = self._engines.get(schema_id)
+        if engine is None:
+            try:
+                engine = AvroEngine(schema_for_id(schema_id), self.engine)
+            except SchemaError:
+                raise FramingError(
+                    f"unknown schema id {schema_id} (this installation knows Rubin schemas "
+                    f"{', '.join(str(load_schema(v).schema_id) for v in available_versions())})",
+                    codec=self.name,
+                    raw=bytes(data),
+                ) from None
+            self._engines[schema_id] = engine
+        return engine
+
+    def dumps(self, alert: Alert) -> bytes:
+        try:
+            body = self._engines[self.schema.schema_id].encode(alert)
+        except Exception as exc:
+            raise EncodeError(
+                f"alert does not fit schema {self.schema.version}: {exc}", codec=self.name
+            ) from exc
+        return frame(self.schema.schema_id, body)
+
+    def loads(self, data: bytes) -> Alert:
+        schema_id, body = unframe(data)
+        engine = self._engine_for(schema_id, data)
+        try:
+            return engine.decode(body)
+        except Exception as exc:  # every engine failure mode: EOF, bad union index, bad UTF-8...
+            raise DecodeError(
+                f"body is not a valid schema {engine.schema.version} alert "
+                f"({type(exc).__name__}: {exc})",
+                codec=self.name,
+                raw=bytes(data),
+            ) from exc
+
+
+def write_ocf(
+    fp: BinaryIO, alerts: Iterable[Alert], schema_version: str | None = None, codec: str = "null"
+) -> int:
+    """Write ``alerts`` to an Avro Object Container File; returns how many were written.
+
+    OCF files carry their schema, so any Avro reader (and ``lsst.alert.packet``) can read them.
+    """
+    schema = load_schema(schema_version)
+    count = 0
+
+    def counted() -> Iterator[Alert]:
+        nonlocal count
+        for alert in alerts:
+            count += 1
+            yield alert
+
+    fastavro.writer(
+        fp,
+        schema.parsed,
+        counted(),
+        codec=codec,
+        metadata={"rubin.schema.id": str(schema.schema_id)},
+    )
+    return count
+
+
+def read_ocf(fp: BinaryIO) -> tuple[dict[str, Any], Iterator[Alert]]:
+    """(the file's writer schema, an iterator over its alerts) of an OCF archive."""
+    try:
+        reader = fastavro.reader(fp)
+    except Exception as exc:
+        raise DecodeError(f"not an Avro container file: {exc}", codec="avro-ocf") from exc
+    return reader.writer_schema, iter(reader)

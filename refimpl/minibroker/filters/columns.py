@@ -1,0 +1,92 @@
+"""A visit's alerts as numpy columns, built once per visit and shared by every filter.
+
+Filters are evaluated over whole columns, so the only per-alert Python work is pulling each
+*used* field out of the decoded alert dicts, once per visit however many filters read it. Nulls
+are kept as a validity mask next to the data, so 64-bit ids stay exact integers (a NaN
+placeholder would force them into float64 and lose the low digits of a Rubin id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from alertbench.refimpl.minibroker.filters.language import BOOL, NUM, RECORD, FieldInfo
+
+_DTYPES = {"int": np.int64, "long": np.int64, "float": np.float64, "double": np.float64}
+_EMPTY: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One value per alert; ``valid`` is False where the value is null (None: no nulls)."""
+
+    data: np.ndarray
+    valid: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class ListColumn:
+    """A list per alert, flattened: alert i owns ``data[offsets[i]:offsets[i+1]]``."""
+
+    data: np.ndarray | None  # None for a list of records (only its length is known)
+    valid: np.ndarray | None
+    offsets: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def _typed(values: list[Any], info: FieldInfo) -> tuple[np.ndarray, np.ndarray | None]:
+    present = [v is not None for v in values]
+    valid = None if all(present) else np.array(present, dtype=bool)
+    kind = info.type.kind
+    if kind == NUM:
+        fill = 0
+        data = np.array([fill if v is None else v for v in values], dtype=_DTYPES[info.avro])
+    elif kind == BOOL:
+        data = np.array([bool(v) for v in values], dtype=bool)
+    else:
+        data = np.array(["" if v is None else v for v in values], dtype=str)
+    return data, valid
+
+
+class VisitColumns:
+    """Lazily extracted columns over one batch of decoded alerts."""
+
+    def __init__(self, alerts: Sequence[dict[str, Any]]) -> None:
+        self.alerts = alerts
+        self._cache: dict[tuple[str, ...], Column | ListColumn] = {}
+
+    def __len__(self) -> int:
+        return len(self.alerts)
+
+    def get(self, info: FieldInfo) -> Column | ListColumn:
+        column = self._cache.get(info.path)
+        if column is None:
+            column = self._list(info) if info.type.array else self._scalar(info)
+            self._cache[info.path] = column
+        return column
+
+    def _scalar(self, info: FieldInfo) -> Column:
+        if len(info.path) == 1:
+            (name,) = info.path
+            values = [alert.get(name) for alert in self.alerts]
+        else:
+            record, name = info.path
+            values = [(alert.get(record) or _EMPTY).get(name) for alert in self.alerts]
+        return Column(*_typed(values, info))
+
+    def _list(self, info: FieldInfo) -> ListColumn:
+        lists = [alert.get(info.path[0]) or () for alert in self.alerts]
+        offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+        np.cumsum([len(items) for items in lists], out=offsets[1:])
+        if info.type.kind == RECORD:
+            return ListColumn(None, None, offsets)
+        name = info.path[1]
+        values = [item.get(name) for items in lists for item in items]
+        data, valid = _typed(values, info)
+        return ListColumn(data, valid, offsets)

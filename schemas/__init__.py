@@ -1,0 +1,1 @@
+"""Package data: schema documents and generated schemas (read through importlib.resources)."""

@@ -1,0 +1,379 @@
+"""The mini-broker end to end: real (secured) Kafka in, VOEvent over VTP and per-user Kafka out."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from alertbench.harness.minibroker_io import KafkaUserTopics, VtpUserStreams, user_topic
+from alertbench.refimpl.alert.simulator import AlertSimulator, SimulationConfig
+from alertbench.refimpl.codecs.avro import AvroSerializer
+from alertbench.refimpl.codecs.voevent import VoeventSerializer
+from alertbench.refimpl.minibroker import (
+    AccessDenied,
+    LimitExceeded,
+    MiniBroker,
+    MiniBrokerStore,
+    StoreError,
+)
+from alertbench.refimpl.minibroker.filters import FilterError
+from alertbench.transports.base import Envelope, Start, TransportError, drain
+from alertbench.transports.kafka import KafkaTransport
+from alertbench.transports.servers.kafka_cluster import PRODUCER_USER, KafkaCluster
+from alertbench.transports.vtp import VtpTransport
+
+from alertbench.xmlsafe import voevent_xsd
+from tests.support.servers import require_tools
+
+ALICE_FILTER = "diaSource.snr > 9 and count(prvDiaSources) >= 3"
+BOB_FILTER = "max(prvDiaSources.psfFlux) > 2 * diaSource.psfFlux or diaSource.snr > 30"
+
+
+def alice_wants(a: dict) -> bool:  # ALICE_FILTER in plain Python
+    s = a["diaSource"]
+    return s["snr"] is not None and s["snr"] > 9 and len(a["prvDiaSources"] or []) >= 3
+
+
+def bob_wants(a: dict) -> bool:  # BOB_FILTER in plain Python
+    s = a["diaSource"]
+    prv = [p["psfFlux"] for p in a["prvDiaSources"] or [] if p["psfFlux"] is not None]
+    rising = bool(prv) and s["psfFlux"] is not None and max(prv) > 2 * s["psfFlux"]
+    return rising or (s["snr"] is not None and s["snr"] > 30)
+
+
+def by_visit(alerts: list[dict], ids) -> dict[int, set[int]]:
+    visit = {a["diaSourceId"]: a["diaSource"]["visit"] for a in alerts}
+    out: dict[int, set[int]] = {}
+    for i in ids:
+        out.setdefault(visit[i], set()).add(i)
+    return out
+
+
+def check_selection(alerts: list[dict], wants, limit: int, got: list[int]) -> None:
+    """Exactly the matching alerts, at most ``limit`` per visit, each once.
+
+    The full stream has several partitions (as Rubin's does), so which of a visit's matches fill
+    a capped allowance depends on arrival order; when the cap is not reached the set is exact.
+    """
+    assert len(got) == len(set(got)), "an alert was delivered twice"
+    matching = by_visit(alerts, [a["diaSourceId"] for a in alerts if wants(a)])
+    received = by_visit(alerts, got)
+    for visit, ids in matching.items():
+        chosen = received.get(visit, set())
+        assert chosen <= ids, f"visit {visit}: delivered alerts the filter does not select"
+        assert len(chosen) == min(len(ids), limit)
+
+
+# -- the store: tokens, limits, isolation ---------------------------------------------------------
+
+
+def test_store_tokens_scope_every_request_to_their_user(tmp_path: Path) -> None:
+    store = MiniBrokerStore(tmp_path / "mb.sqlite")
+    alice = store.add_user("alice", max_filters=2)
+    bob = store.add_user("bob")
+    store.add_filter(alice, "bright", "diaSource.snr > 20")
+    store.add_filter(bob, "secret", "diaSource.snr > 50")
+    assert [f.name for f in store.list_filters(alice)] == ["bright"]
+    assert [f.expression for f in store.list_filters(bob)] == ["diaSource.snr > 50"]
+    with pytest.raises(StoreError, match="you have no filter named 'secret'"):
+        store.remove_filter(alice, "secret")  # alice cannot touch bob's filter
+    assert [f.name for f in store.list_filters(bob)] == ["secret"]
+    with pytest.raises(AccessDenied, match="unknown token"):
+        store.list_filters(alice + "x")
+    with pytest.raises(AccessDenied, match="a token is required"):
+        store.add_filter("", "x", "diaSource.snr > 1")
+    store.add_filter(alice, "second", "diaSource.snr > 30")
+    with pytest.raises(LimitExceeded, match="already has 2 filters"):
+        store.add_filter(alice, "third", "diaSource.snr > 40")
+    with pytest.raises(StoreError, match="already exists"):
+        store.add_user("alice")
+    with pytest.raises(StoreError, match="user name"):
+        store.add_user("Robert'); DROP TABLE users;--")
+    with pytest.raises(FilterError, match="unknown field"):
+        store.add_filter(bob, "typo", "diaSource.snrr > 1")
+    new_token = store.rotate_token("alice")
+    with pytest.raises(AccessDenied):
+        store.list_filters(alice)
+    store.close()
+    reopened = MiniBrokerStore(tmp_path / "mb.sqlite")  # persistent
+    assert [f.name for f in reopened.list_filters(new_token)] == ["bright", "second"]
+    assert b"diaSource.snr > 20" in (tmp_path / "mb.sqlite").read_bytes()
+    assert new_token.encode() not in (tmp_path / "mb.sqlite").read_bytes()  # only its hash
+
+
+# -- end to end ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def secured() -> KafkaCluster:
+    require_tools("java", "mvn")
+    cluster = KafkaCluster(brokers=1, auth=True, readers=("minibroker",)).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def two_visits(simulator) -> list[dict]:
+    return list(simulator.visit(5).alerts()) + list(simulator.visit(6).alerts())
+
+
+def _kafka(cluster: KafkaCluster, topic: str, user: str, password: str | None = None):
+    url = f"kafka://{cluster.bootstrap_servers}/{topic}"
+    return KafkaTransport(url, user=user, password=password or cluster.users[user])
+
+
+def _wait(predicate, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def test_alerts_flow_from_kafka_through_user_filters_to_vtp_and_kafka(
+    secured, two_visits, tmp_path
+) -> None:
+    codec = AvroSerializer()
+    store = MiniBrokerStore(tmp_path / "mb.sqlite")
+    alice = store.add_user("alice")  # default allowance: 20 alerts per visit
+    bob = store.add_user("bob", alerts_per_visit=1000)
+    store.add_filter(alice, "bright-with-history", ALICE_FILTER)
+    store.add_filter(bob, "fading-or-very-bright", BOB_FILTER)
+    matches_alice = sum(alice_wants(a) for a in two_visits)
+    matches_bob = sum(bob_wants(a) for a in two_visits)
+    assert matches_alice > 40  # the cap of 20 per visit is exercised in both visits
+    assert 0 < matches_bob < len(two_visits)
+
+    # The full stream, as Rubin's producer writes it, with a corrupt message in the middle.
+    admin = {"user": "admin", "password": secured.users["admin"]}
+    outputs_kafka = KafkaUserTopics(f"kafka://{secured.bootstrap_servers}", **admin)
+    outputs_kafka.grant("alice", alice)
+    outputs_kafka.grant("bob", bob)
+    producer = _kafka(secured, secured.alert_topic, PRODUCER_USER).open_publisher()
+    for i, alert in enumerate(two_visits):
+        producer.publish(Envelope(codec.dumps(alert), codec.content_type, alert["diaSourceId"]))
+        if i == 100:
+            producer.publish(Envelope(b"\x00not an alert", codec.content_type, -1))
+    assert producer.flush(30) == 0
+
+    vtp = VtpUserStreams(store.authenticate)
+    subscribers = {
+        name: VtpTransport(f"{vtp.url}?token={token}").open_subscriber()
+        for name, token in (("alice", alice), ("bob", bob))
+    }
+    intruder = VtpTransport(f"{vtp.url}?token=not-a-token").open_subscriber(reconnect=False)
+    tokenless = VtpTransport(vtp.url).open_subscriber(reconnect=False)
+    _wait(lambda: vtp.broker.subscribers_of("alice") == 1 and vtp.broker.subscribers_of("bob") == 1)
+
+    broker = MiniBroker(store, [vtp, outputs_kafka], codec)
+    source = _kafka(secured, secured.alert_topic, "minibroker").open_subscriber(
+        Start.earliest(), group="minibroker-service"
+    )
+    total = len(two_visits) + 1
+    worker = threading.Thread(
+        target=broker.run, kwargs={"source": source, "max_alerts": total, "duration": 120}
+    )
+    worker.start()
+
+    # While it runs: a hostile filter is refused at registration and the service carries on.
+    with pytest.raises(FilterError, match="names starting with '_'"):
+        store.add_filter(bob, "evil", "diaSource.__class__.__init__.__globals__ == 1")
+    worker.join(150)
+    assert not worker.is_alive()
+    source.close()
+    stats = broker.stats
+    assert stats.alerts == len(two_visits) and len(stats.undecodable) == 1
+    assert "alerts@" in stats.undecodable[0] or "alerts/" in stats.undecodable[0]
+    assert stats.delivered["alice"] == 40 and stats.truncated["alice"] == matches_alice - 40
+    assert stats.truncated["bob"] == 0
+
+    # VOEvent 2.0 over VTP: each user gets exactly their selection, schema-valid.
+    voevent = VoeventSerializer(mode="reference")
+    for name, wants, limit, count in (
+        ("alice", alice_wants, 20, 40),
+        ("bob", bob_wants, 1000, matches_bob),
+    ):
+        got = list(drain(subscribers[name], count, timeout=10))
+        assert subscribers[name].poll(0.3) is None  # and nothing more
+        check_selection(two_visits, wants, limit, [r.envelope.alert_id for r in got])
+        root = voevent.parse(got[0].envelope.payload)
+        assert voevent_xsd().validate(root)
+        subscribers[name].close()
+    assert intruder.poll(0.5) is None and tokenless.poll(0.1) is None
+    assert any("authentication refused" in e for e in intruder.errors)
+    intruder.close()
+    tokenless.close()
+    vtp.close()
+
+    # Avro over Kafka: each user reads their own topic with their token, byte-identical alerts.
+    originals = {a["diaSourceId"]: codec.dumps(a) for a in two_visits}
+    for name, token, wants, limit, count in (
+        ("alice", alice, alice_wants, 20, 40),
+        ("bob", bob, bob_wants, 1000, matches_bob),
+    ):
+        sub = _kafka(secured, user_topic(name), name, token).open_subscriber(
+            Start.earliest(), group=f"{name}-reader"
+        )
+        got = list(drain(sub, count, timeout=10))
+        assert sub.poll(0.5) is None
+        sub.close()
+        check_selection(two_visits, wants, limit, [r.envelope.alert_id for r in got])
+        assert all(r.envelope.payload == originals[r.envelope.alert_id] for r in got)
+
+    # ...and cannot read another user's topic, nor the full stream.
+    for topic in (user_topic("bob"), secured.alert_topic):
+        with pytest.raises(TransportError, match=r"(?i)authoriz"):
+            sub = _kafka(secured, topic, "alice", alice).open_subscriber(
+                Start.earliest(), group="alice-snoop"
+            )
+            for _ in range(20):
+                sub.poll(0.5)
+
+
+# -- decoding only what the filters read ----------------------------------------------------------
+
+
+def test_projected_decoding_keeps_exactly_the_fields_the_filters_read(alerts, schema) -> None:
+    from alertbench.refimpl.minibroker.projection import ProjectedDecoder
+
+    paths = [("diaSource", "snr"), ("prvDiaSources", "psfFlux"), ("diaObject", "ra")]
+    decoder = ProjectedDecoder(schema, paths)
+    codec = AvroSerializer()
+    for alert in alerts[:20]:
+        got = decoder.decode(codec.dumps(alert))
+        assert set(got) == {"diaSourceId", "diaSource", "prvDiaSources", "diaObject"}
+        # diaSource and prvDiaSources share one named record: it keeps the union of fields.
+        wanted = ("diaSourceId", "visit", "snr", "psfFlux")
+        assert got["diaSource"] == {k: alert["diaSource"][k] for k in wanted}
+        prv = alert["prvDiaSources"] or []
+        assert [p["psfFlux"] for p in got["prvDiaSources"] or []] == [p["psfFlux"] for p in prv]
+        assert (got["diaObject"] is None) == (alert["diaObject"] is None)
+    old_sim = AlertSimulator(
+        SimulationConfig(seed=2, alerts_per_visit_mean=3, alerts_per_visit_sigma=0.0,
+                         schema_version="10.0")
+    )  # fmt: skip
+    other = AvroSerializer("10.0").dumps(old_sim.alert(old_sim.visit(0), 0))
+    assert decoder.decode(other) is None  # another schema version: the caller decodes in full
+
+
+def test_the_service_selects_the_same_alerts_with_or_without_projection(alerts, tmp_path) -> None:
+    codec = AvroSerializer()
+    payloads = [codec.dumps(a) for a in alerts]
+    store = MiniBrokerStore(tmp_path / "mb.sqlite")
+    token = store.add_user("carol", alerts_per_visit=1000)
+    store.add_filter(token, "a", ALICE_FILTER)
+    store.add_filter(token, "b", BOB_FILTER)
+
+    class Collect:
+        name = "collect"
+
+        def __init__(self) -> None:
+            self.got: list[tuple[int, int]] = []
+
+        def deliver(self, user, alert, payload, filters) -> None:
+            assert len(alert) > 5 and payload  # outputs get complete alerts
+            self.got.append((alert["diaSourceId"], len(alert["prvDiaSources"] or [])))
+
+        def flush(self, timeout: float = 10.0) -> int:
+            return 0
+
+        def close(self) -> None:
+            pass
+
+    results = []
+    for project in (True, False):
+        output = Collect()
+        broker = MiniBroker(store, [output], codec, project=project)
+        broker.reload(force=True)
+        decoded = [broker.decode(p) for p in payloads]
+        broker.process([a for a, _ in decoded], payloads, decoded[0][1])
+        results.append(output.got)
+    expected = [
+        (a["diaSourceId"], len(a["prvDiaSources"] or []))
+        for a in alerts
+        if alice_wants(a) or bob_wants(a)
+    ]
+    assert results[0] == results[1] == expected
+
+
+def test_an_output_that_fails_an_alert_stops_nothing_else(alerts, tmp_path) -> None:
+    from alertbench.errors import EncodeError
+
+    codec = AvroSerializer()
+    payloads = [codec.dumps(a) for a in alerts]
+    store = MiniBrokerStore(tmp_path / "mb.sqlite")
+    token = store.add_user("erin", alerts_per_visit=1000)
+    store.add_filter(token, "all", "diaSource.snr > 0")
+    poison = alerts[3]["diaSourceId"]
+
+    class Picky:
+        name = "picky"
+
+        def __init__(self) -> None:
+            self.got: list[int] = []
+
+        def deliver(self, user, alert, payload, filters) -> None:
+            if alert["diaSourceId"] == poison:
+                raise EncodeError("too large for this output", codec="voevent")
+            self.got.append(alert["diaSourceId"])
+
+        def flush(self, timeout: float = 10.0) -> int:
+            return 0
+
+        def close(self) -> None:
+            pass
+
+    picky, other = Picky(), Picky()
+    other.name = "other"
+    broker = MiniBroker(store, [picky, other], codec)
+    broker.process(alerts, payloads)
+    assert len(picky.got) == len(alerts) - 1 and poison not in picky.got
+    assert broker.stats.output_errors == {"picky:erin": 1, "other:erin": 1}
+    broker.process(alerts, payloads)  # and it keeps serving
+    assert len(picky.got) == 2 * (len(alerts) - 1)
+
+
+@pytest.mark.kafka
+def test_the_serve_command_runs_the_service_over_kafka(kafka_cluster, alerts, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from alertbench.transports.servers.kafka_cluster import free_port
+
+    codec = AvroSerializer()
+    topic = f"serve-{time.time_ns()}"
+    transport = KafkaTransport(f"kafka://{kafka_cluster.bootstrap_servers}/{topic}")
+    transport.ensure_topic()
+    publisher = transport.open_publisher()
+    for alert in alerts:
+        publisher.publish(Envelope(codec.dumps(alert), codec.content_type, alert["diaSourceId"]))
+    assert publisher.flush(30) == 0
+    db = tmp_path / "mb.sqlite"
+    store = MiniBrokerStore(db)
+    token = store.add_user("frank", alerts_per_visit=5)
+    store.add_filter(token, "bright", ALICE_FILTER)
+    store.close()
+    exe = str(Path(sys.executable).with_name("alertbench"))
+    done = subprocess.run(
+        [
+            exe, "minibroker", "serve", "--kafka", f"kafka://{kafka_cluster.bootstrap_servers}/{topic}",
+            "--from-earliest", "--max-alerts", str(len(alerts)), "--duration", "90",
+            "--vtp-port", str(free_port()), "--db", str(db),
+        ],
+        capture_output=True, text=True, timeout=150,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    stats = json.loads(done.stdout.strip().splitlines()[-1])
+    assert stats["delivered"] == {"frank": 5} and stats["alerts"] == len(alerts)
+    assert stats["truncated"]["frank"] == sum(alice_wants(a) for a in alerts) - 5
+    sub = KafkaTransport(
+        f"kafka://{kafka_cluster.bootstrap_servers}/{user_topic('frank')}"
+    ).open_subscriber(Start.earliest())
+    got = [r.envelope.alert_id for r in drain(sub, 5, timeout=10)]
+    sub.close()
+    assert len(got) == 5 and all(alice_wants(a) for a in alerts if a["diaSourceId"] in got)

@@ -1,0 +1,555 @@
+"""Run real Apache Kafka (KRaft mode) on 127.0.0.1 from Maven Central jars.
+
+Why this and not a mock or a container: Kafka is the bulk transport Rubin chose, and replay and
+survival of a broker failure can only be shown on the real thing. This machine has Java 17 and
+Maven and no container engine, so the launcher fetches Kafka's own jars with Maven once (the
+small pom in ``transports/servers/kafka/``), formats storage in a temporary directory, starts
+each node as ``java kafka.Kafka server.properties``, waits until every broker answers a metadata
+request, and stops the nodes with SIGTERM (SIGKILL after a grace period).
+
+Each node is a combined broker + controller with its own ports chosen by the OS. ``brokers=3``
+gives a 3-node quorum with Rubin's durability settings (replication factor 3,
+min.insync.replicas 2). ``auth=True`` turns on SASL/SCRAM-SHA-512 for clients and the KRaft
+standard authorizer, as Rubin runs it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from alertbench.errors import ServerError
+from alertbench.resources import cache_dir
+
+KAFKA_VERSION = "4.1.1"
+POM = Path(__file__).with_name("kafka") / "pom.xml"
+ADMIN_USER = "admin"
+PRODUCER_USER = "alert-producer"
+
+
+class KafkaLauncherError(ServerError):
+    """Kafka could not be fetched, formatted, started or reached."""
+
+
+def _require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise KafkaLauncherError(
+            f"{tool!r} is not on PATH: the Kafka launcher needs Java 17+ and Maven "
+            "(apt-get install openjdk-17-jre-headless maven)"
+        )
+    return path
+
+
+def fetch_jars() -> Path:
+    """Kafka's jars from Maven Central, fetched once into the cache; returns the lib folder."""
+    lib = cache_dir() / f"kafka-{KAFKA_VERSION}" / "lib"
+    marker = lib / ".complete"
+    if marker.exists():
+        return lib
+    mvn = _require("mvn")
+    lib.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={lib}",
+            "-DincludeScope=runtime",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if result.returncode != 0:
+        raise KafkaLauncherError(
+            f"Maven could not fetch Kafka {KAFKA_VERSION}:\n"
+            f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
+    if not any(lib.glob("kafka_2.13-*.jar")):
+        raise KafkaLauncherError(f"Maven ran but no kafka_2.13 jar is in {lib}")
+    marker.write_text(KAFKA_VERSION)
+    return lib
+
+
+def free_port() -> int:
+    """A loopback port the OS says is free now (the broker binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Node:
+    node_id: int
+    port: int
+    controller_port: int
+    workdir: str
+    pid: int = 0
+
+
+@dataclass
+class ClusterState:
+    """What ``alertbench kafka status|stop`` needs to find a cluster started earlier."""
+
+    bootstrap_servers: str
+    nodes: list[Node]
+    workdir: str
+    auth: bool = False
+    users: dict[str, str] = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> ClusterState:
+        data = json.loads(path.read_text())
+        data["nodes"] = [Node(**n) for n in data["nodes"]]
+        return cls(**data)
+
+
+LOG4J2 = """\
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = ${sys:kafka.logs.dir}/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+class KafkaCluster:
+    """One local Kafka cluster: ``start()``, use ``bootstrap_servers``, ``stop()``."""
+
+    def __init__(
+        self,
+        brokers: int = 1,
+        *,
+        auth: bool = False,
+        alert_topic: str = "alerts",
+        readers: tuple[str, ...] = ("broker-a", "broker-b"),
+        workdir: Path | None = None,
+        heap: str = "512m",
+        partitions: int = 1,
+        message_max_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        if brokers < 1:
+            raise ValueError("a cluster needs at least one broker")
+        self.n = brokers
+        self.auth = auth
+        self.heap = heap
+        self.partitions = partitions
+        self.message_max_bytes = message_max_bytes
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="alertbench-kafka-"))
+        self.nodes: list[Node] = []
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._killed: set[int] = set()
+        self.alert_topic = alert_topic
+        self.readers = readers
+        self.users: dict[str, str] = {}
+        if auth:
+            for user in (ADMIN_USER, PRODUCER_USER, *readers):
+                self.users[user] = uuid.uuid4().hex
+        self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+    # -- configuration ----------------------------------------------------------------------
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    @property
+    def replication_factor(self) -> int:
+        return min(3, self.n)
+
+    @property
+    def min_insync_replicas(self) -> int:
+        return 2 if self.n >= 3 else 1
+
+    def admin_config(self) -> dict[str, str]:
+        """librdkafka settings for a privileged client of this cluster."""
+        conf = {"bootstrap.servers": self.bootstrap_servers}
+        if self.auth:
+            conf.update(client_auth(ADMIN_USER, self.users[ADMIN_USER]))
+        return conf
+
+    def _properties(self, node: Node) -> str:
+        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+        client_listener = "SASL_PLAINTEXT" if self.auth else "PLAINTEXT"
+        lines = {
+            "process.roles": "broker,controller",
+            "node.id": node.node_id,
+            "controller.quorum.voters": voters,
+            "listeners": f"{client_listener}://127.0.0.1:{node.port},"
+            f"CONTROLLER://127.0.0.1:{node.controller_port}",
+            "advertised.listeners": f"{client_listener}://127.0.0.1:{node.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": client_listener,
+            "listener.security.protocol.map": (
+                f"CONTROLLER:PLAINTEXT,{client_listener}:{client_listener}"
+            ),
+            "log.dirs": str(Path(node.workdir) / "data"),
+            "num.partitions": self.partitions,
+            "default.replication.factor": self.replication_factor,
+            "min.insync.replicas": self.min_insync_replicas,
+            "offsets.topic.replication.factor": self.replication_factor,
+            "offsets.topic.num.partitions": 4,
+            "transaction.state.log.replication.factor": self.replication_factor,
+            "transaction.state.log.min.isr": self.min_insync_replicas,
+            "share.coordinator.state.topic.replication.factor": self.replication_factor,
+            "share.coordinator.state.topic.min.isr": self.min_insync_replicas,
+            "group.initial.rebalance.delay.ms": 0,
+            "auto.create.topics.enable": "false",
+            "message.max.bytes": self.message_max_bytes,
+            "replica.fetch.max.bytes": self.message_max_bytes,
+            "socket.request.max.bytes": max(104857600, 2 * self.message_max_bytes),
+            "log.retention.hours": 720,  # Rubin retains ~30 days
+        }
+        if self.auth:
+            admin = self.users[ADMIN_USER]
+            lines.update(
+                {
+                    "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+                    "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+                    "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": (
+                        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                        f'username="{ADMIN_USER}" password="{admin}";'
+                    ),
+                    "authorizer.class.name": (
+                        "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+                    ),
+                    "allow.everyone.if.no.acl.found": "false",
+                    # KRaft's controller listener is loopback-only PLAINTEXT here; its peers
+                    # authenticate as ANONYMOUS, which must be a super user for the quorum to work.
+                    "super.users": f"User:{ADMIN_USER};User:ANONYMOUS",
+                }
+            )
+        return "".join(f"{k}={v}\n" for k, v in lines.items())
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def _java(
+        self, lib: Path, node: Node, main: str, *args: str, daemon: bool = False
+    ) -> list[str]:
+        log_dir = Path(node.workdir) / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (Path(node.workdir) / "log4j2.properties").write_text(LOG4J2)
+        cmd = [
+            _require("java"),
+            f"-Xms{self.heap}" if daemon else "-Xms64m",
+            f"-Xmx{self.heap}" if daemon else "-Xmx256m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={log_dir}",
+            f"-Dlog4j2.configurationFile={Path(node.workdir) / 'log4j2.properties'}",
+            "-cp",
+            f"{lib}/*",
+            main,
+            *args,
+        ]
+        return cmd
+
+    def start(self, timeout: float = 120.0) -> KafkaCluster:
+        lib = fetch_jars()
+        _require("java")
+        self.nodes = [
+            Node(
+                node_id=i + 1,
+                port=free_port(),
+                controller_port=free_port(),
+                workdir=str(self.workdir / f"node-{i + 1}"),
+            )
+            for i in range(self.n)
+        ]
+        for node in self.nodes:
+            Path(node.workdir).mkdir(parents=True, exist_ok=True)
+            props = Path(node.workdir) / "server.properties"
+            props.write_text(self._properties(node))
+            # "--cluster-id=ID", not "-t ID": a base64 id may start with "-" and read as a flag.
+            fmt = ["format", f"--cluster-id={self.cluster_id}", "-c", str(props)]
+            if self.auth:
+                admin = self.users[ADMIN_USER]
+                fmt += ["--add-scram", f"SCRAM-SHA-512=[name={ADMIN_USER},password={admin}]"]
+            result = subprocess.run(
+                self._java(lib, node, "kafka.tools.StorageTool", *fmt),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if result.returncode != 0:
+                raise KafkaLauncherError(
+                    f"formatting node {node.node_id} failed:\n{result.stdout}{result.stderr}"
+                )
+        for node in self.nodes:
+            self._launch(lib, node)
+        self.wait_ready(timeout)
+        if self.auth:
+            self._provision_access()
+        return self
+
+    def _provision_access(self) -> None:
+        """Rubin's access model: one writer of the alert topic; readers in their own groups.
+
+        The producer account may write (and describe) the alert topic and nothing else. Each
+        reader account may read the topic, and only in consumer groups whose names start with its
+        own user name (a PREFIXED group ACL), so one broker cannot consume from, or reset the
+        offsets of, another broker's group.
+        """
+        from confluent_kafka.admin import (
+            AclBinding,
+            AclOperation,
+            AclPermissionType,
+            AdminClient,
+            NewTopic,
+            ResourcePatternType,
+            ResourceType,
+            ScramCredentialInfo,
+            ScramMechanism,
+            UserScramCredentialUpsertion,
+        )
+
+        admin = AdminClient(self.admin_config())
+        upserts = [
+            UserScramCredentialUpsertion(
+                user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), password.encode()
+            )
+            for user, password in self.users.items()
+            if user != ADMIN_USER
+        ]
+        for future in admin.alter_user_scram_credentials(upserts).values():
+            future.result(30)
+        topic = NewTopic(
+            self.alert_topic,
+            num_partitions=max(self.partitions, 3),
+            replication_factor=self.replication_factor,
+        )
+        admin.create_topics([topic])[self.alert_topic].result(30)
+
+        def allow(principal: str, rtype, name: str, pattern, op) -> AclBinding:
+            return AclBinding(
+                rtype, name, pattern, f"User:{principal}", "*", op, AclPermissionType.ALLOW
+            )
+
+        topic_t, group_t = ResourceType.TOPIC, ResourceType.GROUP
+        literal, prefixed = ResourcePatternType.LITERAL, ResourcePatternType.PREFIXED
+        acls = [
+            allow(PRODUCER_USER, topic_t, self.alert_topic, literal, AclOperation.WRITE),
+            allow(PRODUCER_USER, topic_t, self.alert_topic, literal, AclOperation.DESCRIBE),
+        ]
+        for reader in self.readers:
+            acls += [
+                allow(reader, topic_t, self.alert_topic, literal, AclOperation.READ),
+                allow(reader, topic_t, self.alert_topic, literal, AclOperation.DESCRIBE),
+                allow(reader, group_t, reader, prefixed, AclOperation.READ),
+            ]
+        for future in admin.create_acls(acls).values():
+            future.result(30)
+        # Wait until the credentials have reached every broker (metadata propagates).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            conf = {"bootstrap.servers": self.bootstrap_servers}
+            conf.update(client_auth(PRODUCER_USER, self.users[PRODUCER_USER]))
+            if probe(self.bootstrap_servers, timeout=3, **conf) >= self.n:
+                return
+            time.sleep(0.5)
+        raise KafkaLauncherError("SCRAM users were created but cannot log in")
+
+    def _launch(self, lib: Path, node: Node) -> None:
+        props = Path(node.workdir) / "server.properties"
+        out = (Path(node.workdir) / "logs" / "stdout.log").open("ab")
+        proc = subprocess.Popen(
+            self._java(lib, node, "kafka.Kafka", str(props), daemon=True),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        out.close()
+        node.pid = proc.pid
+        self.procs[node.node_id] = proc
+
+    def wait_ready(self, timeout: float = 120.0, brokers: int | None = None) -> None:
+        """Block until ``brokers`` (default all) brokers are in the cluster metadata."""
+        from confluent_kafka.admin import AdminClient
+
+        want = self.n if brokers is None else brokers
+        deadline = time.monotonic() + timeout
+        last_error = "no answer"
+        # librdkafka logs every refused connection while the broker boots: keep that quiet.
+        quiet = logging.getLogger("alertbench.kafka.startup")
+        quiet.setLevel(logging.CRITICAL)
+        admin = AdminClient({**self.admin_config(), "socket.timeout.ms": 2000, "logger": quiet})
+        while time.monotonic() < deadline:
+            for node_id, proc in self.procs.items():
+                if proc.poll() is not None and node_id not in self._killed:
+                    raise KafkaLauncherError(
+                        f"Kafka node {node_id} exited with code {proc.returncode}; "
+                        f"see {self.log_path(node_id)}:\n{self._tail(node_id)}"
+                    )
+            try:
+                metadata = admin.list_topics(timeout=2)
+                if len(metadata.brokers) >= want and metadata.controller_id >= 0:
+                    return
+                last_error = f"{len(metadata.brokers)} of {want} brokers up"
+            except Exception as exc:  # not up yet
+                last_error = str(exc)
+            time.sleep(0.3)
+        raise KafkaLauncherError(f"Kafka not ready after {timeout:.0f} s ({last_error})")
+
+    def kill(self, node_id: int, sig: int = signal.SIGKILL) -> None:
+        """Kill one node abruptly (fault tests)."""
+        self._killed.add(node_id)
+        proc = self.procs[node_id]
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+
+    def restart(self, node_id: int) -> None:
+        node = next(n for n in self.nodes if n.node_id == node_id)
+        self._killed.discard(node_id)
+        self._launch(fetch_jars(), node)
+
+    def log_path(self, node_id: int) -> Path:
+        return self.workdir / f"node-{node_id}" / "logs" / "server.log"
+
+    def _tail(self, node_id: int, lines: int = 30) -> str:
+        text = ""
+        for name in ("stdout.log", "server.log"):
+            path = self.workdir / f"node-{node_id}" / "logs" / name
+            if path.exists():
+                text += "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) + "\n"
+        return text
+
+    def stop(self, grace: float = 30.0) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        self.procs.clear()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def detach(self) -> None:
+        """Leave the nodes running after this process exits (``alertbench kafka start``)."""
+        self.procs.clear()
+        self._own_workdir = False
+
+    def state(self) -> ClusterState:
+        return ClusterState(
+            bootstrap_servers=self.bootstrap_servers,
+            nodes=self.nodes,
+            workdir=str(self.workdir),
+            auth=self.auth,
+            users=dict(self.users),
+        )
+
+    def __enter__(self) -> KafkaCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def local_kafka(
+    bootstrap_servers: str | None = None,
+    *,
+    announce: Callable[[str], object] | None = None,
+    **cluster_options: object,
+) -> Iterator[tuple[str, KafkaCluster | None]]:
+    """``(bootstrap servers, cluster)`` for the duration of a command.
+
+    With ``bootstrap_servers`` the given cluster is used and nothing is started (cluster is
+    None); otherwise a local single-node cluster is started and stopped afterwards, whatever
+    happens in between. Every command that "starts its own Kafka" goes through here.
+    """
+    if bootstrap_servers:
+        yield bootstrap_servers, None
+        return
+    if announce is not None:
+        announce("starting a local Kafka (KRaft, 1 broker)...")
+    cluster = KafkaCluster(**cluster_options).start()  # type: ignore[arg-type]
+    try:
+        yield cluster.bootstrap_servers, cluster
+    finally:
+        cluster.stop()
+
+
+def client_auth(user: str, password: str) -> dict[str, str]:
+    """librdkafka settings to authenticate as ``user`` with SCRAM-SHA-512."""
+    return {
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanisms": "SCRAM-SHA-512",
+        "sasl.username": user,
+        "sasl.password": password,
+    }
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_state(state: ClusterState, grace: float = 30.0) -> None:
+    """Stop the nodes of a cluster started earlier by ``alertbench kafka start``."""
+    for node in state.nodes:
+        if pid_alive(node.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for node in state.nodes:
+        while pid_alive(node.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if pid_alive(node.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGKILL)
+    shutil.rmtree(state.workdir, ignore_errors=True)
+
+
+def probe(bootstrap_servers: str, timeout: float = 5.0, **config: str) -> int:
+    """How many brokers of an existing cluster answer a metadata request (0 if none)."""
+    from confluent_kafka.admin import AdminClient
+
+    quiet = logging.getLogger("alertbench.kafka.probe")
+    quiet.setLevel(logging.CRITICAL)
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": quiet, **config})
+    try:
+        return len(admin.list_topics(timeout=timeout).brokers)
+    except Exception:
+        return 0
