@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from alertbench.harness.minibroker_io import KafkaUserTopics, VtpUserStreams
+from alertbench.harness.minibroker_io import KafkaUserTopics, SubscriberInput, VtpUserStreams
 from alertbench.harness.visit_bench import LSST_RATE, alert_pool, environment
 from alertbench.refimpl.codecs.avro import AvroSerializer
 from alertbench.refimpl.minibroker import MiniBroker, MiniBrokerStore
@@ -173,7 +173,7 @@ def run_minibroker_bench(
         time.sleep(0.05)
     broker = MiniBroker(store, [vtp, kafka_out], codec)
     source = transport.open_subscriber(Start.earliest(), group="minibroker-bench")
-    stats = broker.run(source, max_alerts=n_alerts, duration=600)
+    stats = broker.run(SubscriberInput(source), max_alerts=n_alerts, duration=600)
     source.close()
     stop.set()
     received = counts.get(timeout=60)

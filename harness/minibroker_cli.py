@@ -85,7 +85,7 @@ def cmd_filter_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
-    from alertbench.harness.minibroker_io import KafkaUserTopics, VtpUserStreams
+    from alertbench.harness.minibroker_io import KafkaUserTopics, SubscriberInput, VtpUserStreams
     from alertbench.refimpl.minibroker import MiniBroker
     from alertbench.transports.base import Start
     from alertbench.transports.kafka import KafkaTransport
@@ -117,7 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
 
         stats = broker.run(
-            source,
+            SubscriberInput(source),
             max_alerts=args.max_alerts,
             duration=args.duration,
             idle_stop=args.idle_stop,

@@ -1,4 +1,6 @@
-"""Where a user's matches go: VOEvent 2.0 over VTP, and an Avro Kafka topic of their own.
+"""The mini-broker's I/O: its input from a transport, and where a user's matches go (VOEvent 2.0
+over VTP, and an Avro Kafka topic of their own). These implement the ports the core declares in
+:mod:`alertbench.refimpl.minibroker.ports`; the core itself does no I/O.
 
 Both outputs are non-blocking towards the mini-broker: a Kafka producer queues locally (and the
 mini-broker counts, rather than waits on, a full queue), and a VTP subscriber that falls behind is
@@ -9,28 +11,53 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, OrderedDict
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from alertbench.refimpl.codecs.voevent import VoeventSerializer
+from alertbench.refimpl.minibroker.ports import AlertInput, UserOutput
+from alertbench.transports.base import Subscriber
 from alertbench.transports.kafka import MAX_MESSAGE_BYTES, KafkaTransport
 from alertbench.transports.vtp import VtpBroker
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "AlertInput",
+    "KafkaUserTopics",
+    "SubscriberInput",
+    "UserOutput",
+    "VtpUserStreams",
+    "user_topic",
+]
+
 HEADER_FILTERS = "alertbench-filters"
 TOPIC_PREFIX = "minibroker."
 
 
-class UserOutput(Protocol):
-    name: str
+@dataclass(frozen=True, slots=True)
+class _Inbound:
+    payload: bytes
+    origin: str
+    position: object
 
-    def deliver(self, user: str, alert: dict[str, Any], payload: bytes, filters: list[str]) -> None:
-        """Send one matching alert to ``user``; must not block on a slow receiver."""
 
-    def flush(self, timeout: float = 10.0) -> int: ...
+class SubscriberInput:
+    """A transport subscriber as the mini-broker's :class:`AlertInput` port.
 
-    def close(self) -> None: ...
+    The core reads ``payload``/``origin``/``position`` and knows nothing of envelopes; this
+    adapter is the one place that maps a transport's ``Received`` onto that.
+    """
+
+    def __init__(self, subscriber: Subscriber) -> None:
+        self.subscriber = subscriber
+
+    def poll(self, timeout: float = 1.0) -> _Inbound | None:
+        received = self.subscriber.poll(timeout)
+        if received is None:
+            return None
+        return _Inbound(received.envelope.payload, received.origin, received.position)
 
 
 def user_topic(user: str) -> str:

@@ -1,11 +1,13 @@
 """The mini-broker: every user's filters over the full stream, a capped stream out per user.
 
-Alerts arrive from Kafka in visit order, CCD by CCD. They are decoded and gathered into batches
-that never span two visits; each batch becomes numpy columns once, every registered filter runs
-over those columns at once, and each user's matches (in stream order) go to their outputs until
-the user's per-visit allowance is spent. What is over the allowance is counted as truncated, not
-queued, so a busy user costs the stream nothing extra. Filters are re-read from the store when
-its revision changes, so registering a filter takes effect at the next batch without a restart.
+Alerts arrive in visit order, CCD by CCD, from an input the caller hands over (Kafka through
+``alertbench.harness.minibroker_io``; the ports are in :mod:`alertbench.refimpl.minibroker.ports`).
+They are decoded and gathered into batches that never span two visits; each batch becomes numpy
+columns once, every registered filter runs over those columns at once, and each user's matches
+(in stream order) go to their outputs until the user's per-visit allowance is spent. What is over
+the allowance is counted as truncated, not queued, so a busy user costs the stream nothing extra.
+Filters are re-read from the store when its revision changes, so registering a filter takes
+effect at the next batch without a restart.
 
 Bad input loses nothing else: a message that does not decode is counted (with where it came
 from) and skipped, and a filter is checked at registration, so evaluation cannot fail on it.
@@ -21,13 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from alertbench.harness.minibroker_io import UserOutput
 from alertbench.refimpl.codecs.avro import AvroSerializer
 from alertbench.refimpl.minibroker.filters import CompiledFilter, compile_filter
 from alertbench.refimpl.minibroker.filters.columns import VisitColumns
+from alertbench.refimpl.minibroker.ports import AlertInput, UserOutput
 from alertbench.refimpl.minibroker.projection import ProjectedDecoder
 from alertbench.refimpl.minibroker.store import MiniBrokerStore, User
-from alertbench.transports.base import Subscriber
 
 from alertbench.errors import AlertbenchError, DecodeError
 
@@ -100,7 +101,7 @@ class MiniBroker:
         project: bool = True,
     ) -> None:
         """``project``: decode alerts with a reader schema holding only the fields the filters
-        read (see :mod:`refimpl.minibroker.projection`), in full only those delivered."""
+        read (see :mod:`alertbench.refimpl.minibroker.projection`), in full only those delivered."""
         self.store = store
         self.outputs = list(outputs)
         self.serializer = serializer or AvroSerializer()
@@ -241,7 +242,7 @@ class MiniBroker:
 
     def run(
         self,
-        source: Subscriber,
+        source: AlertInput,
         *,
         max_alerts: int | None = None,
         duration: float | None = None,
@@ -283,7 +284,7 @@ class MiniBroker:
                 continue
             last_arrival = now
             read += 1
-            payload = received.envelope.payload
+            payload = received.payload
             t0 = time.perf_counter()
             try:
                 alert, projector = self.decode(payload)

@@ -8,7 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
-from alertbench.harness.minibroker_io import KafkaUserTopics, VtpUserStreams, user_topic
+from alertbench.harness.minibroker_io import (
+    KafkaUserTopics,
+    SubscriberInput,
+    VtpUserStreams,
+    user_topic,
+)
 from alertbench.refimpl.alert.simulator import AlertSimulator, SimulationConfig
 from alertbench.refimpl.codecs.avro import AvroSerializer
 from alertbench.refimpl.codecs.voevent import VoeventSerializer
@@ -176,7 +181,8 @@ def test_alerts_flow_from_kafka_through_user_filters_to_vtp_and_kafka(
     )
     total = len(two_visits) + 1
     worker = threading.Thread(
-        target=broker.run, kwargs={"source": source, "max_alerts": total, "duration": 120}
+        target=broker.run,
+        kwargs={"source": SubscriberInput(source), "max_alerts": total, "duration": 120},
     )
     worker.start()
 
