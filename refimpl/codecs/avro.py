@@ -2,7 +2,8 @@
 
 Wire format (what Rubin puts on Kafka, so Rubin's own consumers can read what we produce):
 ``0x00`` magic byte, the schema id as a 4-byte **big-endian** unsigned integer (major*100+minor:
-1101 for v11.1), then the schemaless Avro body.
+1101 for v11.1), then the schemaless Avro body; the header is :mod:`.wire`'s, shared with the
+Protobuf and VOEvent 3 codecs.
 
 Engines: the codec, not the network, is the bottleneck of the whole system (a ~130 KB alert costs
 milliseconds to encode in Python), so the engine is selectable. ``cavro`` (Cython) is the default:
@@ -15,7 +16,6 @@ record; cavro's public API does not report how much of the input it consumed.
 from __future__ import annotations
 
 import io
-import struct
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
@@ -28,35 +28,11 @@ from alertbench.refimpl.alert.schema import (
     schema_for_id,
 )
 from alertbench.refimpl.codecs.base import Alert
+from alertbench.refimpl.codecs.wire import frame, unframe
 
-from alertbench.errors import DecodeError, EncodeError, FramingError, SchemaError
+from alertbench.errors import ConfigError, DecodeError, EncodeError, FramingError, SchemaError
 
-MAGIC = 0
-HEADER = struct.Struct(">bI")
 ENGINES = ("cavro", "fastavro")
-
-
-def frame(schema_id: int, body: bytes) -> bytes:
-    """Prefix ``body`` with the Confluent header for ``schema_id``."""
-    return HEADER.pack(MAGIC, schema_id) + body
-
-
-def unframe(data: bytes) -> tuple[int, memoryview]:
-    """(schema id, body) of a Confluent-framed message; FramingError if it is not one."""
-    if len(data) < HEADER.size:
-        raise FramingError(
-            f"message of {len(data)} bytes is shorter than the 5-byte Confluent header",
-            codec="avro",
-            raw=bytes(data),
-        )
-    magic, schema_id = HEADER.unpack_from(data)
-    if magic != MAGIC:
-        raise FramingError(
-            f"wrong magic byte 0x{magic & 0xFF:02x} (Confluent wire format starts with 0x00)",
-            codec="avro",
-            raw=bytes(data),
-        )
-    return schema_id, memoryview(data)[HEADER.size :]
 
 
 class AvroEngine:
@@ -68,7 +44,7 @@ class AvroEngine:
         if engine == "cavro":
             self._cavro = cavro.Schema(schema.definition, record_decodes_to_dict=True)
         elif engine != "fastavro":
-            raise ValueError(f"unknown Avro engine {engine!r}; choose one of {ENGINES}")
+            raise ConfigError(f"unknown Avro engine {engine!r}; choose one of {ENGINES}")
 
     def encode(self, alert: Alert) -> bytes:
         if self.engine == "cavro":
@@ -126,7 +102,7 @@ class AvroSerializer:
         return frame(self.schema.schema_id, body)
 
     def loads(self, data: bytes) -> Alert:
-        schema_id, body = unframe(data)
+        schema_id, body = unframe(data, codec=self.name)
         engine = self._engine_for(schema_id, data)
         try:
             return engine.decode(body)

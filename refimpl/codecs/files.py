@@ -20,6 +20,7 @@ from pathlib import Path
 
 from alertbench.refimpl.codecs.avro import read_ocf, write_ocf
 from alertbench.refimpl.codecs.base import Alert, Serializer, get_serializer
+from alertbench.refimpl.codecs.wire import PROTOBUF_ID_BASE, VOEVENT3_ID_BASE, schema_id_of
 
 from alertbench.errors import AlertbenchError
 
@@ -33,11 +34,11 @@ def serializer_for_message(data: bytes) -> str:
     head = data.lstrip()[:5]
     if head.startswith(b"<"):
         return "voevent"
-    if len(data) >= 5 and data[0] == 0:
-        schema_id = struct.unpack(">I", data[1:5])[0]
-        if schema_id >= 3_000_000:
+    schema_id = schema_id_of(data)
+    if schema_id is not None:
+        if schema_id >= VOEVENT3_ID_BASE:
             return "voevent3"
-        if schema_id >= 2_000_000:
+        if schema_id >= PROTOBUF_ID_BASE:
             return "protobuf"
         return "avro"
     raise AlertbenchError("not an alert message: neither XML nor a framed binary alert")

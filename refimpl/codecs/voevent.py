@@ -41,7 +41,7 @@ from alertbench.refimpl.codecs.base import Alert
 from astropy.time import Time
 from lxml import etree
 
-from alertbench.errors import DecodeError, EncodeError
+from alertbench.errors import ConfigError, DecodeError, EncodeError
 from alertbench.xmlsafe import VOEVENT_NS, UnsafeXmlError, parse_untrusted, voevent_xsd
 
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
@@ -171,7 +171,7 @@ class VoeventSerializer:
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"cutout mode must be one of {MODES}, got {mode!r}")
+            raise ConfigError(f"cutout mode must be one of {MODES}, got {mode!r}")
         self.schema: AlertSchema = load_schema(schema_version)
         self.mode = mode
         self.ivorn_base = ivorn_base

@@ -10,9 +10,9 @@ The design and its reasons are in ``schemas/voevent3/README.md``; in short:
   packet, and a consumer still finds them.
 * ``WhereWhen`` keeps one position and one time, with the time scale named (TAI MJD here, as
   Rubin measures it: no leap-second conversion in the packet).
-* Binary Avro in the same framing as Rubin's (``0x00`` + big-endian schema id). VOEvent 3 schema
-  ids are 3,000,000 + the payload's Rubin id (3001101 for a v11.1 payload), so they never collide
-  with Rubin's own ids and the payload version can be read off the id.
+* Binary Avro in the same framing as Rubin's (:mod:`.wire`: ``0x00`` + big-endian schema id).
+  VOEvent 3 schema ids are 3,000,000 + the payload's Rubin id (3001101 for a v11.1 payload), so
+  they never collide with Rubin's own ids and the payload version can be read off the id.
 """
 
 from __future__ import annotations
@@ -23,15 +23,16 @@ import json
 from typing import Any
 
 from alertbench.refimpl.alert.schema import AlertSchema, load_schema
-from alertbench.refimpl.codecs.avro import AvroEngine, frame, unframe
+from alertbench.refimpl.codecs.avro import AvroEngine
 from alertbench.refimpl.codecs.base import Alert
 from alertbench.refimpl.codecs.voevent import CUTOUTS, DEFAULT_IVORN_BASE, MODES, unit_and_ucd
+from alertbench.refimpl.codecs.wire import VOEVENT3_ID_BASE, frame, unframe
 
-from alertbench.errors import DecodeError, EncodeError, FramingError
+from alertbench.errors import ConfigError, DecodeError, EncodeError
 
 NAMESPACE = "org.ivoa.voevent.v3"
 VERSION = "3.0-alertbench-proposal"
-ID_BASE = 3_000_000
+ID_BASE = VOEVENT3_ID_BASE
 ROLES = ["observation", "prediction", "utility", "test"]
 CITES = ["followup", "supersedes", "retraction"]
 
@@ -292,7 +293,7 @@ class Voevent3Serializer:
         engine: str = "cavro",
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"cutout mode must be one of {MODES}, got {mode!r}")
+            raise ConfigError(f"cutout mode must be one of {MODES}, got {mode!r}")
         self.alert_schema = load_schema(schema_version)
         self.schema_id = ID_BASE + self.alert_schema.schema_id
         self.mode = mode
@@ -377,13 +378,7 @@ class Voevent3Serializer:
 
     def loads_event(self, data: bytes) -> dict[str, Any]:
         """The whole VOEvent 3 record (all sections)."""
-        schema_id, body = unframe(data)
-        if schema_id != self.schema_id:
-            raise FramingError(
-                f"schema id {schema_id} is not this VOEvent 3 codec's ({self.schema_id})",
-                codec=self.name,
-                raw=bytes(data),
-            )
+        _, body = unframe(data, codec=self.name, expected_id=self.schema_id)
         try:
             return self._engine.decode(body)
         except Exception as exc:

@@ -18,7 +18,7 @@ from typing import Any
 
 import cavro
 from alertbench.refimpl.alert.schema import AlertSchema
-from alertbench.refimpl.codecs.avro import unframe
+from alertbench.refimpl.codecs.wire import unframe
 
 ALWAYS = (("diaSourceId",), ("diaSource", "visit"), ("diaSource", "diaSourceId"))
 """Fields the service itself needs: the alert id (Kafka key, IVORN) and the visit (batching)."""
@@ -84,7 +84,7 @@ class ProjectedDecoder:
 
     def decode(self, payload: bytes) -> dict[str, Any] | None:
         """The projected alert, or None if the payload is of another schema version."""
-        schema_id, body = unframe(payload)
+        schema_id, body = unframe(payload, codec="avro")
         if schema_id != self.schema.schema_id:
             return None
         return self._resolved.binary_decode(bytes(body))
