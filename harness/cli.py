@@ -115,7 +115,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     data_size = args.file.stat().st_size
     container, codec_name, alerts = read_alert_file(args.file)
     serializer = get_serializer(codec_name if codec_name != "none" else "avro")
-    report = SizeReport(serializer=serializer.name)
+    report = SizeReport(serializer_name=serializer.name)
     first: Alert | None = None
     with _progress() as progress:
         task = progress.add_task("reading", total=None)
@@ -202,7 +202,7 @@ def size_table(report: SizeReport, title: str) -> Table:
 def cmd_sizes(args: argparse.Namespace) -> int:
     sim = AlertSimulator(_config(args))
     serializer = get_serializer("avro", schema_version=sim.schema.version)
-    report = SizeReport(serializer="avro")
+    report = SizeReport(serializer_name="avro")
     visits = sim.visits(args.visits)
     with _progress() as progress:
         task = progress.add_task("sizing", total=args.visits * args.per_visit)

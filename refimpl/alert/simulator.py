@@ -17,7 +17,7 @@ The model, in short (figures and their sources are in ``schemas/alert-sizes.md``
   covers every epoch since 30 days before the object was first seen; detections are the epochs at
   SNR >= 5; the triggering source is always at SNR >= 5. ``diaObject`` aggregates are computed
   from that light curve.
-* Three cutouts (difference, science, template) are FITS files from :mod:`refimpl.cutouts`, 30 to
+* Three cutouts (difference, science, template) are FITS files from :mod:`.cutouts`, 30 to
   102 px square depending on the source's footprint.
 
 Determinism: a visit is a function of (seed, visit index) and an alert of (seed, visit index,

@@ -18,7 +18,8 @@ Alert = dict[str, Any]
 
 @runtime_checkable
 class Serializer(Protocol):
-    """What every codec provides; ``loads`` raises only :class:`refimpl.errors.DecodeError`."""
+    """What every codec provides. ``dumps`` raises only :class:`alertbench.errors.EncodeError`
+    and ``loads`` only :class:`alertbench.errors.DecodeError` (which keeps the raw bytes)."""
 
     name: str
     content_type: str

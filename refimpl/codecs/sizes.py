@@ -8,7 +8,6 @@ into the three parts Rubin's sizing note (DMTN-102) budgets separately: cutouts,
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +22,7 @@ HISTORY_FIELDS = ("prvDiaSources", "prvDiaForcedSources")
 class SizeReport:
     """Per-alert byte counts of one serialization over a sample of alerts."""
 
-    serializer: str
+    serializer_name: str
     total: list[int] = field(default_factory=list)
     cutouts: list[int] = field(default_factory=list)
     history: list[int] = field(default_factory=list)
@@ -77,10 +76,3 @@ def cutout_side(cutout: bytes | None) -> int:
     with fits.open(io.BytesIO(cutout)) as hdus:
         image = next(h for h in hdus if h.data is not None)
         return int(image.data.shape[0])
-
-
-def size_report(alerts: Iterable[Alert], serializer: Serializer) -> SizeReport:
-    report = SizeReport(serializer=serializer.name)
-    for alert in alerts:
-        report.add(alert, serializer)
-    return report

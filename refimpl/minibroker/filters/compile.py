@@ -2,7 +2,7 @@
 
 Each node becomes a closure that takes :class:`VisitColumns` and returns a whole column, so one
 filter over a 10,000-alert visit costs a few numpy calls per node rather than 10,000 tree walks.
-Values travel as ``(data, valid)`` pairs; see :mod:`refimpl.filters.language` for the null rules.
+Values travel as ``(data, valid)`` pairs; see :mod:`.language` for the null rules.
 """
 
 from __future__ import annotations
