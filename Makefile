@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint clean
+.PHONY: run test test-unit typecheck bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,10 +22,22 @@ run: $(STAMP)
 	$(BIN)/alertbench matrix --alerts 1000 -o out/matrix
 	$(BIN)/alertbench sizes --visits 5 --per-visit 100
 
-# Test suite (what CI runs): lint, then every test.
+# Test suite (what CI runs): lint, the type checker over the seams, then every test.
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/python .ci/typecheck
 	$(BIN)/python -m pytest
+
+# The fast lane: no servers, about a minute (tests/unit).
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# mypy, strict, over the seams listed in pyproject.toml's [tool.mypy].
+typecheck: $(STAMP)
+	$(BIN)/python .ci/typecheck
 
 # Micro-benchmarks (not part of the test run).
 bench: $(STAMP)
@@ -33,4 +45,4 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest tests/benchmarks -o python_files="bench_*.py" --benchmark-only --benchmark-json=out/bench.json -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache .benchmarks
+	rm -rf $(VENV) out build .pytest_cache .ruff_cache .mypy_cache .benchmarks

@@ -49,7 +49,8 @@ CONTENT_TYPES: dict[str, str] = {
 def get_serializer(name: str, **options: Any) -> Serializer:
     """The serializer registered as ``name``, constructed with ``options``."""
     cls = resolve(SERIALIZERS, name, "serializer named", UnknownSerializerError)
-    return cls(**options)
+    serializer: Serializer = cls(**options)
+    return serializer
 
 
 def serializer_name_for(content_type: str) -> str:

@@ -39,7 +39,8 @@ def schema_id_of(data: bytes | memoryview) -> int | None:
     """The schema id of a framed message, or None if ``data`` does not start with a header."""
     if len(data) < HEADER.size or data[0] != MAGIC:
         return None
-    return HEADER.unpack_from(data)[1]
+    schema_id: int = HEADER.unpack_from(data)[1]
+    return schema_id
 
 
 def unframe(
