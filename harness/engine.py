@@ -1,0 +1,789 @@
+"""The measurement engine: ``run(RunSpec) -> RunResult``, the one publish/subscribe/measure loop.
+
+Every benchmark is a caller of :func:`run`: the matrix (a burst per combination), max-rate (a
+constant-rate step per probe), ``alertbench run`` (a workload's schedule), kafka-visit and the VTP
+bench (bursts of pre-encoded payloads). A burst and a rate step are schedules like a workload's,
+so a figure means the same thing in all of them (the definitions are in :mod:`.metrics`).
+
+One run, in order:
+
+1. the transport is prepared (a Kafka topic with ``partitions``), the publisher opened, then the
+   subscribers: each in a process of its own by default (its own interpreter, so decoding does
+   not share the publisher's GIL, as a broker's consumer would not), or as threads of this
+   process; they read fan-out or shared consumption from the transport's Capabilities;
+2. once every subscriber is subscribed (and the publisher can tell they are connected), the
+   publisher sends alert ``i`` at its intended time ``t0 + offset[i]`` (a burst: as soon as it
+   gets to it), encoding it then (codec in the loop) or cycling payloads encoded before the
+   clock started (pre-encoded: the transport measured alone);
+3. each subscriber decodes what it gets (in codec mode) and notes, per alert id, when it had it;
+   a payload that will not decode is counted, never fatal. It stops when it has every alert (or,
+   sharing a stream, when the subscribers together have), or after ``idle_timeout`` s of silence
+   once the publisher is done;
+4. latency is computed here, from the publisher's own record of every alert's intended time to
+   each receipt (one clock: ``time.time_ns()``), whatever the transport carries in its headers
+   (VTP carries only the packet).
+
+CPU seconds and peak memory are reported per role: the publisher's process (which also holds
+subscriber threads and in-process servers such as gRPC's), each subscriber process, and every
+server process named by pid (Kafka's JVMs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from alertbench.harness.metrics import (
+    LSST_RATE,
+    VISIT_BUDGET_S,
+    Tally,
+    is_late,
+    own_cpu_seconds,
+    own_peak_rss_mb,
+    pid_cpu_seconds,
+    pid_peak_rss_mb,
+    tally_delivery,
+    thread_cpu_seconds,
+)
+from alertbench.harness.pool import alert_pool, with_alert_id
+from alertbench.refimpl.codecs.base import SERIALIZERS, get_serializer
+from alertbench.transports.base import TRANSPORTS, Envelope, Start, get_transport, parse_url
+
+from alertbench.errors import AlertbenchError, ConfigError, TransportError
+from alertbench.registry import resolve
+
+PAYLOAD_MODES = ("codec", "pre-encoded")
+SUBSCRIBER_ROLES = ("process", "thread")
+LEAD_NS = 100_000_000
+"""A paced schedule starts this long after the subscribers are ready, so setting up the first
+send is not counted as lateness."""
+POLL_S = 0.2
+"""How long a subscriber waits in one poll before it looks at its stop conditions again."""
+FLUSH_S = 120.0
+READY_S = 120.0
+CONNECT_S = 15.0
+FINISH_GRACE_S = 600.0
+"""How long after the publisher is done a subscriber may keep reporting a backlog before it is
+told to stop (what it has by then is kept; the rest counts as lost)."""
+TRANSPORT_KINDS = ("kafka", "grpc", "zmq-pubsub", "zmq-pushpull", "tcp", "vtp")
+
+
+# -- what to run ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """When each alert is meant to be sent: ``offsets_s`` from the start, or a burst (None).
+
+    In a burst every alert is intended for the moment the publisher gets to it (before it is
+    encoded), so its latency is the alert's own trip, not the queue in front of the publisher;
+    nothing in a burst is late. A paced schedule's alerts are intended for fixed times, and an
+    alert sent after its time carries that delay in its latency.
+    """
+
+    name: str
+    count: int
+    offsets_s: np.ndarray | None = None
+
+    @classmethod
+    def burst(cls, count: int) -> Schedule:
+        return cls(f"burst of {count}", count)
+
+    @classmethod
+    def constant_rate(cls, rate: float, seconds: float) -> Schedule:
+        """``rate`` alerts/s, evenly spaced, for ``seconds`` (at least one alert)."""
+        if rate <= 0 or seconds <= 0:
+            raise ConfigError(
+                f"a constant rate needs rate > 0 and seconds > 0, not {rate}, {seconds}"
+            )
+        count = max(1, int(rate * seconds))
+        return cls(f"{rate:g}/s for {seconds:g} s", count, np.arange(count) / rate)
+
+    @classmethod
+    def from_workload(cls, workload: Any) -> Schedule:
+        """A workload file's schedule (visits, cadence, per-CCD bursts, compression)."""
+        offsets = np.array([offset for _, offset in workload.schedule()], dtype=np.float64)
+        return cls(f"workload {workload.name}", len(offsets), offsets)
+
+    @property
+    def paced(self) -> bool:
+        return self.offsets_s is not None
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.offsets_s[-1]) if self.offsets_s is not None and self.count else 0.0
+
+    @property
+    def offered_rate(self) -> float:
+        """Alerts/s the schedule offers (0 for a burst: as fast as the publisher goes)."""
+        return self.count / self.duration_s if self.duration_s > 0 else 0.0
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": "paced" if self.paced else "burst",
+            "count": self.count,
+            "duration_s": self.duration_s,
+            "offered_alerts_per_second": self.offered_rate,
+        }
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one run depends on; the result records it back.
+
+    ``transport`` is a URL, or a kind (``tcp``, ``kafka``, ...) for which a local stream is
+    started for this run alone. ``payload``: ``codec`` encodes each alert as it is sent and
+    decodes it at each subscriber; ``pre-encoded`` cycles payloads encoded before the clock and
+    does not decode (``unique_payloads`` encodes every alert with its own id beforehand, for
+    transports that refuse repeated bytes). ``wait_for_subscribers(n)`` is for a server the
+    publisher cannot ask (Comet): it returns once ``n`` subscribers are connected.
+    """
+
+    transport: str
+    serializer: str = "avro"
+    schedule: Schedule = field(default_factory=lambda: Schedule.burst(1000))
+    payload: str = "codec"
+    subscribers: int = 1
+    subscriber_role: str = "process"
+    idle_timeout: float = 30.0
+    pool_size: int = 200
+    seed: int = 1
+    cutout_fraction: float = 1.0
+    unique_payloads: bool = False
+    serializer_options: Mapping[str, Any] = field(default_factory=dict)
+    transport_options: Mapping[str, Any] = field(default_factory=dict)
+    partitions: int = 3
+    server_pids: tuple[int, ...] = ()
+    wait_for_subscribers: Callable[[int], None] | None = None
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if self.payload not in PAYLOAD_MODES:
+            raise ConfigError(f"payload must be one of {PAYLOAD_MODES}, not {self.payload!r}")
+        if self.subscriber_role not in SUBSCRIBER_ROLES:
+            raise ConfigError(
+                f"subscriber_role must be one of {SUBSCRIBER_ROLES}, not {self.subscriber_role!r}"
+            )
+        for name in ("subscribers", "pool_size", "partitions"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.idle_timeout <= 0:
+            raise ConfigError(f"idle_timeout must be positive, not {self.idle_timeout}")
+        if self.schedule.count < 1:
+            raise ConfigError("a run sends at least one alert")
+
+
+@dataclass
+class RunResult:
+    """One run's figures, by :mod:`.metrics`' definitions; ``asdict`` gives a results row.
+
+    Field names are the keys the published results.json files use (alerts_sent, latency_us,
+    ...), so old and new rows read alike.
+    """
+
+    transport_url: str
+    serializer: str
+    payload: str
+    schedule: dict[str, Any]
+    subscriber_role: str
+    subscribers: int
+    fanout: bool
+    capabilities: dict[str, Any]
+    options: dict[str, Any]
+    alerts_sent: int
+    alerts_received: int
+    alerts_received_per_subscriber: list[int]
+    lost: int
+    lost_per_subscriber: list[int]
+    duplicates: int
+    decode_errors: int
+    decode_error_examples: list[str]
+    unexpected: int
+    transport_errors: int
+    sent_behind_schedule: int
+    late_fraction: float
+    unacknowledged: int
+    payload_bytes: int
+    bytes_per_alert: float
+    publish_seconds: float
+    end_to_end_seconds: float
+    alerts_per_second: float
+    delivered_alerts_per_second: float
+    offered_alerts_per_second: float
+    megabytes_per_second: float
+    latency_us: dict[str, float]
+    latency_cdf_us: list[list[float]]
+    latency_histogram: dict[str, Any]
+    within_60s_fraction: float
+    cpu_seconds: float
+    """The publisher's process (with any subscriber threads and in-process servers) plus every
+    subscriber process."""
+    server_cpu_seconds: float
+    """External server processes (``server_pids``: Kafka's JVMs, Comet)."""
+    cpu_seconds_per_alert: float
+    """All of the above per alert delivered to one subscriber."""
+    cores_per_stream_at_lsst_rate: float
+    processes: dict[str, Any]
+    subscriber_peak_rss_mb: float | None
+    """The largest subscriber process's peak memory (None when subscribers are threads)."""
+    client_wire_bytes: int
+    """Bytes the publisher and subscribers moved on their sockets, where the transport counts
+    them (VTP: events, acks and iamalives); 0 where it does not."""
+    label: str = ""
+
+    def row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- local streams for a transport kind -------------------------------------------------------
+
+
+@contextlib.contextmanager
+def transport_url(kind: str, cluster: Any = None) -> Iterator[tuple[str, list[int]]]:
+    """A fresh URL for ``kind`` (and the pids of external servers whose CPU counts).
+
+    Kafka needs ``cluster`` (a running KafkaCluster): a new topic per call. gRPC and VTP get a
+    server of their own in this process for the duration; ZeroMQ and TCP a free port.
+    """
+    import uuid
+
+    from alertbench.transports.servers.kafka_cluster import free_port
+
+    if kind == "kafka":
+        if cluster is None:
+            raise ConfigError("a kafka stream needs a running cluster (see local_target)")
+        yield (
+            f"kafka://{cluster.bootstrap_servers}/run-{uuid.uuid4().hex[:8]}",
+            [n.pid for n in cluster.nodes],
+        )
+    elif kind == "grpc":
+        from alertbench.transports.grpc import AlertStreamServer
+
+        with AlertStreamServer(window=200_000) as server:
+            yield server.url, []
+    elif kind.startswith("zmq-") and kind.split("-", 1)[1] in ("pubsub", "pushpull"):
+        yield f"zmq+tcp://127.0.0.1:{free_port()}?pattern={kind.split('-', 1)[1]}", []
+    elif kind == "tcp":
+        yield f"tcp://127.0.0.1:{free_port()}", []
+    elif kind == "vtp":
+        from alertbench.transports.vtp import VtpBroker
+
+        with VtpBroker() as broker:
+            yield broker.url, []
+    else:
+        raise ConfigError(
+            f"unknown transport kind {kind!r}; choose from {', '.join(TRANSPORT_KINDS)}"
+        )
+
+
+@contextlib.contextmanager
+def local_target(transport: str) -> Iterator[tuple[str, list[int]]]:
+    """``(url, server pids)`` for a URL (as is) or a kind (a local stream, Kafka included)."""
+    if "://" in transport:
+        yield transport, []
+        return
+    if transport == "kafka":
+        from alertbench.transports.servers.kafka_cluster import local_kafka
+
+        with local_kafka() as (_, cluster), transport_url("kafka", cluster) as target:
+            yield target
+        return
+    with transport_url(transport) as target:
+        yield target
+
+
+# -- the subscriber: one loop, run as a process or a thread ----------------------------------
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a subscriber needs, picklable: registry targets travel resolved, so a child
+    process builds the same transport and serializer classes as this one, registered or not."""
+
+    index: int
+    url: str
+    transport_target: str
+    transport_options: dict[str, Any]
+    codec: tuple[str, str, dict[str, Any]] | None
+    n: int
+    shared: bool
+    idle_timeout: float
+    thread: bool
+
+
+class _Counter:
+    """The shared-stream counter for subscriber threads (a process gets a multiprocessing.Value)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def get_lock(self) -> threading.Lock:
+        return self._lock
+
+
+def _build(target: str, *args: Any, **kwargs: Any) -> Any:
+    return resolve({"x": target}, "x", "class", AlertbenchError)(*args, **kwargs)
+
+
+def _counters(subscriber: Any) -> dict[str, int]:
+    """Wire and error counters a transport's client keeps, whichever way it exposes them."""
+    counters = getattr(subscriber, "counters", None)
+    out: dict[str, int] = {}
+    if callable(counters):
+        out.update({k: int(v) for k, v in counters().items() if isinstance(v, int | float)})
+    for name in ("bytes_sent", "bytes_received", "duplicates", "gaps"):
+        value = getattr(subscriber, name, None)
+        if isinstance(value, int) and name not in out:
+            out[name] = value
+    errors = getattr(subscriber, "errors", None)
+    if isinstance(errors, list):
+        out.setdefault("errors", len(errors))
+    return out
+
+
+def _subscribe(
+    job: _Job, ready: Any, ok: Any, stop: Any, published: Any, shared: Any, put: Callable
+) -> None:
+    """The subscriber role: subscribe, then note every alert until done (see module doc)."""
+    cpu = thread_cpu_seconds if job.thread else own_cpu_seconds
+    try:
+        codec = _build(job.codec[1], **job.codec[2]) if job.codec else None
+        transport = _build(job.transport_target, job.url, **job.transport_options)
+        subscriber = transport.open_subscriber(Start.latest())
+    except Exception as exc:  # reported to the parent, which raises it
+        put({"index": job.index, "error": f"could not subscribe: {type(exc).__name__}: {exc}"})
+        ready.set()
+        return
+    cpu0 = cpu()
+    ok.value = 1
+    ready.set()
+    tally = Tally(job.n)
+    last = time.monotonic()
+    published_at: float | None = None
+    error = None
+    try:
+        while not stop.is_set():
+            if (shared.value if job.shared else tally.unique) >= job.n:
+                break
+            item = subscriber.poll(POLL_S)
+            now = time.monotonic()
+            if item is None:
+                if published.is_set():
+                    published_at = published_at or now
+                    if now - max(last, published_at) > job.idle_timeout:
+                        break
+                continue
+            last = now
+            envelope = item.envelope
+            if codec is not None:
+                try:
+                    codec.loads(envelope.payload)
+                except Exception as exc:  # counted, never fatal: one bad packet is not a stop
+                    reason = f"{item.origin or job.url} alert {envelope.alert_id}: "
+                    new = tally.undecodable(
+                        envelope.alert_id, reason + f"{type(exc).__name__}: {exc}"
+                    )
+                    if new and job.shared:
+                        with shared.get_lock():
+                            shared.value += 1
+                    continue
+            if tally.arrived(envelope.alert_id, time.time_ns()) and job.shared:
+                with shared.get_lock():
+                    shared.value += 1
+    except Exception as exc:  # a transport failure: the run is invalid, the parent raises it
+        error = f"subscriber {job.index} failed: {type(exc).__name__}: {exc}"
+    spent = cpu() - cpu0
+    counters = _counters(subscriber)
+    with contextlib.suppress(Exception):
+        subscriber.close()
+
+    put(
+        {
+            "index": job.index,
+            "error": error,
+            "received_ns": tally.received_ns,
+            "duplicates": tally.duplicates + counters.get("duplicates", 0),
+            "decode_errors": tally.decode_errors,
+            "examples": tally.examples,
+            "unexpected": tally.unexpected,
+            "transport_errors": counters.get("errors", 0),
+            "counters": counters,
+            "cpu_seconds": spent,
+            "peak_rss_mb": None if job.thread else own_peak_rss_mb(),
+            "pid": os.getpid(),
+        }
+    )
+
+
+def _child(
+    job: _Job, ready: Any, ok: Any, stop: Any, published: Any, shared: Any, out: Any
+) -> None:
+    _subscribe(job, ready, ok, stop, published, shared, out.put)
+
+
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+class _Role:
+    """One subscriber, as a process (default) or a thread; the same loop either way."""
+
+    def __init__(self, job: _Job, stop: Any, published: Any, shared: Any) -> None:
+        self.job = job
+        self._stop = stop
+        if job.thread:
+            self._ready: Any = threading.Event()
+            self._ok: Any = _Counter()
+            self._out: Any = queue.Queue()
+            self._worker: Any = threading.Thread(
+                target=_subscribe,
+                args=(job, self._ready, self._ok, stop, published, shared, self._out.put),
+                name=f"subscriber-{job.index}",
+                daemon=True,
+            )
+        else:
+            self._ready = _SPAWN.Event()
+            self._ok = _SPAWN.Value("b", 0)
+            self._out = _SPAWN.Queue()
+            self._worker = _SPAWN.Process(
+                target=_child,
+                args=(job, self._ready, self._ok, stop, published, shared, self._out),
+                name=f"alertbench-subscriber-{job.index}",
+                daemon=True,
+            )
+        self._worker.start()
+
+    def wait_ready(self, timeout: float = READY_S) -> None:
+        if not self._ready.wait(timeout):
+            raise TransportError(
+                f"subscriber {self.job.index} did not subscribe within {timeout:g} s"
+            )
+        if not self._ok.value:
+            raise TransportError(self._out.get(timeout=30)["error"])
+
+    def finish(self, timeout: float) -> dict[str, Any]:
+        """Its report; past ``timeout`` it is told to stop and reports what it has."""
+        try:
+            report = self._out.get(timeout=timeout)
+        except queue.Empty:
+            self._stop.set()
+            try:
+                report = self._out.get(timeout=30)
+            except queue.Empty:
+                raise TransportError(f"subscriber {self.job.index} did not report") from None
+            report["stopped"] = True
+        self._worker.join(30)
+        return report
+
+    def close(self) -> None:
+        self._worker.join(5)
+        if not self.job.thread and self._worker.is_alive():
+            self._worker.kill()
+            self._worker.join(5)
+
+
+# -- the publisher ----------------------------------------------------------------------------
+
+
+def _payloads(spec: RunSpec, codec: Any) -> Callable[[int], bytes]:
+    """Payload of alert ``i``: encoded now (codec mode) or looked up (pre-encoded, done here,
+    before the clock starts)."""
+    pool = alert_pool(spec.pool_size, spec.seed, spec.cutout_fraction)
+    size = len(pool)
+    if spec.payload == "codec":
+        return lambda i: codec.dumps(with_alert_id(pool[i % size], i))
+    if spec.unique_payloads:
+        encoded = [
+            codec.dumps(with_alert_id(pool[i % size], i)) for i in range(spec.schedule.count)
+        ]
+    else:
+        encoded = [codec.dumps(a) for a in pool]
+    count = len(encoded)
+    return lambda i: encoded[i % count]
+
+
+@dataclass
+class _Published:
+    t0: int
+    late: int
+    payload_bytes: int
+    seconds: float
+    unacknowledged: int
+
+
+def _publish(
+    publisher: Any,
+    schedule: Schedule,
+    payload_for: Callable[[int], bytes],
+    content_type: str,
+    intended: np.ndarray,
+    progress: Any,
+    label: str,
+) -> _Published:
+    """Send every alert at its intended time; record that time in ``intended``."""
+    n = schedule.count
+    task = progress.add_task(label, total=n) if progress is not None else None
+    offsets_ns = None if schedule.offsets_s is None else (schedule.offsets_s * 1e9).astype(np.int64)
+    late = payload_bytes = 0
+    t0 = time.time_ns() + (LEAD_NS if offsets_ns is not None else 0)
+    started = time.perf_counter()
+    for i in range(n):
+        if offsets_ns is None:
+            due = time.time_ns()
+        else:
+            due = t0 + int(offsets_ns[i])
+            wait = due - time.time_ns()
+            if wait > 0:
+                time.sleep(wait / 1e9)
+        payload = payload_for(i)
+        if offsets_ns is not None and is_late(due, time.time_ns()):
+            late += 1
+        intended[i] = due
+        publisher.publish(
+            Envelope(
+                payload=payload,
+                content_type=content_type,
+                alert_id=i,
+                t_shutter_ns=t0,
+                t_intended_ns=due,
+                sequence=i,
+            )
+        )
+        payload_bytes += len(payload)
+        if task is not None and i % 50 == 0:
+            progress.update(task, completed=i)
+    left = publisher.flush(FLUSH_S)
+    if task is not None:
+        progress.update(task, completed=n)
+    return _Published(t0, late, payload_bytes, time.perf_counter() - started, int(left or 0))
+
+
+def _wait_for_subscribers(spec: RunSpec, publisher: Any, transport: Any, n: int) -> None:
+    if spec.wait_for_subscribers is not None:
+        spec.wait_for_subscribers(n)
+        return
+    for owner in (publisher, transport):
+        wait = getattr(owner, "wait_for_subscribers", None)
+        if callable(wait):
+            wait(n, timeout=CONNECT_S)
+            return
+
+
+def _prepare(transport: Any, partitions: int) -> None:
+    prepare = getattr(transport, "prepare", None)
+    if callable(prepare):
+        prepare(partitions)
+    elif callable(getattr(transport, "ensure_topic", None)):
+        transport.ensure_topic(partitions=partitions)
+
+
+def _options(transport: Any, url: str, spec: RunSpec) -> dict[str, Any]:
+    """The options the run used: the transport's resolved ones where it reports them, else
+    what the URL and the spec set."""
+    resolved = getattr(transport, "options", None)
+    if isinstance(resolved, Mapping):
+        return dict(resolved)
+    return {**parse_url(url)[3], **spec.transport_options}
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def run(spec: RunSpec, progress: Any = None) -> RunResult:
+    """Run ``spec`` once and measure it (see the module docstring for the sequence)."""
+    with local_target(spec.transport) as (url, pids):
+        return _run(spec, url, [*spec.server_pids, *pids], progress)
+
+
+def _run(spec: RunSpec, url: str, server_pids: list[int], progress: Any) -> RunResult:
+    codec = get_serializer(spec.serializer, **spec.serializer_options)
+    transport = get_transport(url, **spec.transport_options)
+    _prepare(transport, spec.partitions)
+    caps = transport.capabilities
+    fanout = bool(caps.fanout)
+    n = spec.schedule.count
+    payload_for = _payloads(spec, codec)
+    thread = spec.subscriber_role == "thread"
+    scheme = parse_url(url)[0]
+    jobs = [
+        _Job(
+            index=k,
+            url=url,
+            transport_target=TRANSPORTS[scheme],
+            transport_options=dict(spec.transport_options),
+            codec=(
+                (spec.serializer, SERIALIZERS[spec.serializer], dict(spec.serializer_options))
+                if spec.payload == "codec"
+                else None
+            ),
+            n=n,
+            shared=not fanout,
+            idle_timeout=spec.idle_timeout,
+            thread=thread,
+        )
+        for k in range(spec.subscribers)
+    ]
+    make_event = threading.Event if thread else _SPAWN.Event
+    stop, published = make_event(), make_event()
+    shared = _Counter() if thread else _SPAWN.Value("q", 0)
+    intended = np.zeros(n, dtype=np.int64)
+    servers0 = {pid: pid_cpu_seconds(pid) or 0.0 for pid in server_pids}
+    publisher = transport.open_publisher()
+    roles: list[_Role] = []
+    try:
+        roles = [_Role(job, stop, published, shared) for job in jobs]
+        for role in roles:
+            role.wait_ready()
+        _wait_for_subscribers(spec, publisher, transport, len(roles))
+        cpu0 = own_cpu_seconds()
+        sent = _publish(
+            publisher, spec.schedule, payload_for, codec.content_type, intended, progress,
+            spec.label or f"{url} x {spec.serializer}",
+        )  # fmt: skip
+        published.set()
+        reports = [role.finish(spec.idle_timeout + FINISH_GRACE_S) for role in roles]
+        publisher_cpu = own_cpu_seconds() - cpu0
+    finally:
+        stop.set()
+        published.set()
+        for role in roles:
+            role.close()
+        with contextlib.suppress(Exception):
+            publisher.close()
+    failed = [r["error"] for r in reports if r.get("error")]
+    if failed:
+        raise TransportError("; ".join(failed))
+    servers = [
+        {
+            "pid": pid,
+            "cpu_seconds": (pid_cpu_seconds(pid) or 0.0) - servers0[pid],
+            "peak_rss_mb": pid_peak_rss_mb(pid),
+        }
+        for pid in server_pids
+    ]
+    options = {**_options(transport, url, spec), "unacknowledged": sent.unacknowledged}
+    return _result(spec, url, caps, fanout, options, intended, sent, reports, publisher,
+                   publisher_cpu, servers)  # fmt: skip
+
+
+def _result(
+    spec: RunSpec,
+    url: str,
+    caps: Any,
+    fanout: bool,
+    options: dict[str, Any],
+    intended: np.ndarray,
+    sent: _Published,
+    reports: list[dict[str, Any]],
+    publisher: Any,
+    publisher_cpu: float,
+    servers: list[dict[str, Any]],
+) -> RunResult:
+    n = spec.schedule.count
+    delivery = tally_delivery(
+        [r["received_ns"] for r in reports],
+        intended,
+        fanout=fanout,
+        duplicates=sum(r["duplicates"] for r in reports),
+        decode_errors=sum(r["decode_errors"] for r in reports),
+        unexpected=sum(r["unexpected"] for r in reports),
+    )
+    latency = delivery.latency
+    end = delivery.last_received_ns or time.time_ns()
+    e2e = max((end - sent.t0) / 1e9, 0.0)
+    rate = delivery.received / e2e if e2e > 0 else 0.0
+    subscriber_cpu = (
+        0.0 if spec.subscriber_role == "thread" else sum(r["cpu_seconds"] for r in reports)
+    )
+    cpu = publisher_cpu + subscriber_cpu
+    server_cpu = sum(s["cpu_seconds"] for s in servers)
+    deliveries = sum(delivery.received_per_subscriber)
+    per_alert = (cpu + server_cpu) / max(deliveries, 1)
+    publisher_counters = _counters(publisher)
+    wire = sum(
+        c.get("bytes_sent", 0) + c.get("bytes_received", 0)
+        for c in [publisher_counters, *(r["counters"] for r in reports)]
+    )
+    subscribers = [
+        {
+            "role": spec.subscriber_role,
+            "pid": r["pid"],
+            "cpu_seconds": r["cpu_seconds"],
+            "peak_rss_mb": r["peak_rss_mb"],
+            "received": got,
+            "lost": lost,
+            "counters": r["counters"],
+            "stopped": bool(r.get("stopped")),
+        }
+        for r, got, lost in zip(
+            reports, delivery.received_per_subscriber, delivery.lost_per_subscriber, strict=True
+        )
+    ]
+    peaks = [s["peak_rss_mb"] for s in subscribers if s["peak_rss_mb"] is not None]
+    examples = [e for r in reports for e in r["examples"]][:5]
+
+    return RunResult(
+        transport_url=url,
+        serializer=spec.serializer,
+        payload=spec.payload,
+        schedule=spec.schedule.describe(),
+        subscriber_role=spec.subscriber_role,
+        subscribers=spec.subscribers,
+        fanout=fanout,
+        capabilities=asdict(caps),
+        options=options,
+        alerts_sent=n,
+        alerts_received=delivery.received,
+        alerts_received_per_subscriber=delivery.received_per_subscriber,
+        lost=delivery.lost,
+        lost_per_subscriber=delivery.lost_per_subscriber,
+        duplicates=delivery.duplicates,
+        decode_errors=delivery.decode_errors,
+        decode_error_examples=examples,
+        unexpected=delivery.unexpected,
+        transport_errors=sum(r["transport_errors"] for r in reports),
+        sent_behind_schedule=sent.late,
+        late_fraction=sent.late / n,
+        unacknowledged=sent.unacknowledged,
+        payload_bytes=sent.payload_bytes,
+        bytes_per_alert=sent.payload_bytes / n,
+        publish_seconds=sent.seconds,
+        end_to_end_seconds=e2e,
+        alerts_per_second=rate,
+        delivered_alerts_per_second=rate,
+        offered_alerts_per_second=spec.schedule.offered_rate,
+        megabytes_per_second=sent.payload_bytes * delivery.received / n / e2e / 1e6
+        if e2e > 0
+        else 0.0,
+        latency_us=latency.summary(),
+        latency_cdf_us=latency.cdf(),
+        latency_histogram=latency.to_dict(),
+        within_60s_fraction=latency.fraction_within(int(VISIT_BUDGET_S * 1e6)),
+        cpu_seconds=cpu,
+        server_cpu_seconds=server_cpu,
+        cpu_seconds_per_alert=per_alert,
+        cores_per_stream_at_lsst_rate=per_alert * LSST_RATE,
+        processes={
+            "publisher": {
+                "pid": os.getpid(),
+                "cpu_seconds": publisher_cpu,
+                "peak_rss_mb": own_peak_rss_mb(),
+                "counters": publisher_counters,
+            },
+            "subscribers": subscribers,
+            "servers": servers,
+            "servers_cpu_seconds": server_cpu,
+        },
+        subscriber_peak_rss_mb=max(peaks) if peaks else None,
+        client_wire_bytes=wire,
+        label=spec.label,
+    )
