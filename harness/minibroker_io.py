@@ -16,8 +16,8 @@ from typing import Any
 
 from alertbench.refimpl.codecs.voevent import VoeventSerializer
 from alertbench.refimpl.minibroker.ports import AlertInput, UserOutput
-from alertbench.transports.base import Subscriber
-from alertbench.transports.kafka import MAX_MESSAGE_BYTES, KafkaTransport
+from alertbench.transports.base import MAX_FRAME, Subscriber
+from alertbench.transports.kafka import KafkaTransport
 from alertbench.transports.vtp import VtpBroker
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -83,7 +83,7 @@ class KafkaUserTopics:
                 "acks": "all",
                 "compression.type": "lz4",
                 "linger.ms": 5,
-                "message.max.bytes": MAX_MESSAGE_BYTES,
+                "message.max.bytes": MAX_FRAME,
             }
         )
         self._producer = Producer(conf)

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from alertbench.transports.base import Envelope, QueuedSubscriber
+from alertbench.transports.base import MAX_FRAME, Envelope, QueuedSubscriber
 
 from alertbench.errors import FrameError
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 ENVELOPE_HEADER = struct.Struct(">qqqqQH")
 LENGTH = struct.Struct(">I")
-DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+"""The 4-byte big-endian length before every frame, here and in VTP."""
 
 
 def pack_header(env: Envelope, t_sent_ns: int) -> bytes:
@@ -82,7 +82,7 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def read_frame(sock: socket.socket, max_frame: int = DEFAULT_MAX_FRAME) -> Envelope:
+def read_frame(sock: socket.socket, max_frame: int = MAX_FRAME) -> Envelope:
     """One envelope from a length-prefixed stream; FrameError on anything malformed."""
     (size,) = LENGTH.unpack(recv_exact(sock, LENGTH.size))
     if size > max_frame:
@@ -120,7 +120,8 @@ class SocketSubscriber(QueuedSubscriber):
 
     It connects, hands the socket to :meth:`_serve` (the protocol: read frames, ``_put`` what
     arrives), and when the connection ends reconnects with back-off, unless ``reconnect`` is
-    off. A peer that sends a bad frame is dropped with the reason kept in ``errors``. The
+    off. A peer that sends a bad frame is dropped with the reason kept in ``errors``; a
+    connection the server ends is counted in ``disconnects``. The
     constructor returns once the first connection is up (or ``connect_timeout`` has passed), so
     that, as with Kafka's subscriber, what is published after it returns reaches it.
     """
@@ -142,6 +143,7 @@ class SocketSubscriber(QueuedSubscriber):
         self._sock: socket.socket | None = None
         self.errors: list[str] = []
         self.connections = 0
+        self.disconnects = 0
         self._connected = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=self.label)
         self._thread.start()
@@ -164,13 +166,22 @@ class SocketSubscriber(QueuedSubscriber):
                 self.errors.append(str(exc))
                 log.warning("%s dropped the connection to %s: %s", self.label, self.address, exc)
             except OSError:
-                pass  # the server went away: reconnect below
+                if not self._stop.is_set():
+                    self.disconnects += 1  # the server went away: reconnect below
             finally:
                 with contextlib.suppress(OSError):
                     sock.close()
                 self._sock = None
             if not self.reconnect:
                 return
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "connections": self.connections,
+            "disconnects": self.disconnects,
+            "errors": len(self.errors),
+        }
 
     def close(self) -> None:
         self._stop.set()

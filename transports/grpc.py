@@ -15,6 +15,9 @@ subscribers are clients of it.
   and the number of alerts it missed; it can resume from the oldest retained alert.
 * Message size limits are raised to ``max_message`` (16 MiB by default) on both sides.
 * Durability: none beyond the server process (the window is in memory).
+
+Capabilities: replay, fan-out, per-message acknowledgement; a slow subscriber is
+**disconnected** once it falls out of the window (the publisher is never slowed by it).
 """
 
 from __future__ import annotations
@@ -25,24 +28,32 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from concurrent import futures
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, ClassVar
 
 import grpc
 from alertbench.transports._generated import alertstream_pb2 as pb
 from alertbench.transports._generated import alertstream_pb2_grpc as pb_grpc
 from alertbench.transports.base import (
+    MAX_FRAME,
+    BaseTransport,
+    CannotCountSubscribers,
     Capabilities,
+    CountsSubscribers,
     Envelope,
+    LocalStream,
+    Option,
     QueuedSubscriber,
     Received,
     Start,
     TransportError,
-    parse_url,
 )
 
+from alertbench.errors import ConfigError
+
 log = logging.getLogger(__name__)
-DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 
 
 def _channel_options(max_message: int) -> list[tuple[str, int]]:
@@ -88,6 +99,8 @@ class _Servicer(pb_grpc.AlertStreamServicer):
     def __init__(self, window: _Window, stopping: threading.Event) -> None:
         self.window = window
         self.stopping = stopping
+        self.subscribers = 0
+        """Subscribe calls whose starting point is set: they see everything published next."""
 
     def Publish(self, request_iterator, context):
         for message in request_iterator:
@@ -114,6 +127,15 @@ class _Servicer(pb_grpc.AlertStreamServicer):
                 )
             else:
                 cursor = window.next_sequence
+            self.subscribers += 1  # counted once its starting point is fixed
+        try:
+            yield from self._follow(cursor, context)
+        finally:
+            with window.cond:
+                self.subscribers -= 1
+
+    def _follow(self, cursor: int, context: Any) -> Iterator[Any]:
+        window = self.window
         while context.is_active() and not self.stopping.is_set():
             with window.cond:
                 while cursor >= window.next_sequence and not self.stopping.is_set():
@@ -134,7 +156,7 @@ class _Servicer(pb_grpc.AlertStreamServicer):
             yield message
 
 
-class AlertStreamServer:
+class AlertStreamServer(CountsSubscribers):
     """The gRPC alert-stream server. ``start()`` returns the port it bound on 127.0.0.1."""
 
     def __init__(
@@ -143,7 +165,7 @@ class AlertStreamServer:
         *,
         window: int = 100_000,
         window_bytes: int = 2 * 1024**3,
-        max_message: int = DEFAULT_MAX_MESSAGE,
+        max_message: int = MAX_FRAME,
         workers: int = 32,
         tls: tuple[bytes, bytes] | None = None,
     ) -> None:
@@ -155,9 +177,8 @@ class AlertStreamServer:
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="alertstream"),
             options=_channel_options(max_message),
         )
-        pb_grpc.add_AlertStreamServicer_to_server(
-            _Servicer(self.window, self._stopping), self._server
-        )
+        self._servicer = _Servicer(self.window, self._stopping)
+        pb_grpc.add_AlertStreamServicer_to_server(self._servicer, self._server)
         self.tls = tls
         self.port = 0
 
@@ -170,6 +191,10 @@ class AlertStreamServer:
             self.port = self._server.add_insecure_port(self.bind)
         self._server.start()
         return self.port
+
+    def connected_subscribers(self) -> int:
+        with self.window.cond:
+            return self._servicer.subscribers
 
     @property
     def url(self) -> str:
@@ -190,29 +215,33 @@ class AlertStreamServer:
         self.stop()
 
 
-class GrpcTransport:
+class GrpcTransport(BaseTransport):
     capabilities = Capabilities(
         replay=True,
         durable=False,
         fanout=True,
         backpressure=True,
         acknowledgement="per-message",
+        slow_subscriber="disconnect",
+        options={
+            "max_message": Option(
+                MAX_FRAME, "largest message sent or received, bytes", "int", minimum=1024
+            ),
+            "root_certificates": Option(
+                None, "PEM roots to verify a grpcs:// server (keyword only)", "bytes"
+            ),
+        },
     )
+    variants: ClassVar[dict[str, dict[str, Any]]] = {"grpc": {}}
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        max_message: int = DEFAULT_MAX_MESSAGE,
-        root_certificates: bytes | None = None,
-        **_: Any,
-    ) -> None:
-        scheme, netloc, _, _ = parse_url(url)
-        self.url = url
-        self.target = netloc
-        self.max_message = max_message
-        self.secure = scheme == "grpcs"
-        self.root_certificates = root_certificates
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        if self.path:
+            raise ConfigError(f"{url}: a gRPC URL names a server only (grpc://HOST:PORT)")
+        self.target = self.netloc
+        self.max_message: int = self.options["max_message"]
+        self.secure = self.scheme == "grpcs"
+        self.root_certificates: bytes | None = self.options["root_certificates"]
 
     def channel(self) -> grpc.Channel:
         options = _channel_options(self.max_message)
@@ -221,17 +250,44 @@ class GrpcTransport:
             return grpc.secure_channel(self.target, creds, options=options)
         return grpc.insecure_channel(self.target, options=options)
 
-    def open_publisher(self, **options: Any) -> GrpcPublisher:
-        return GrpcPublisher(self, **options)
+    def open_publisher(self, *, queue_size: int = 256) -> GrpcPublisher:
+        return GrpcPublisher(self, queue_size=queue_size)
 
-    def open_subscriber(self, start: Start | None = None, **options: Any) -> GrpcSubscriber:
-        return GrpcSubscriber(self, start or Start.latest(), **options)
+    def open_subscriber(
+        self, start: Start | None = None, *, buffer: int = 1000, reconnect: bool = True
+    ) -> GrpcSubscriber:
+        start = start or Start.latest()
+        if start.kind == "after":
+            _sequence(start.position)  # refuse a foreign position here, not in the thread
+        return GrpcSubscriber(self, start, buffer=buffer, reconnect=reconnect)
+
+    @classmethod
+    @contextmanager
+    def local_stream(
+        cls,
+        variant: str,
+        *,
+        shared: Any = None,
+        tight: bool = False,
+        window: int = 200_000,
+    ) -> Iterator[LocalStream]:
+        """An AlertStreamServer in this process on a port the OS chose, retaining ``window``
+        alerts (16 when ``tight``); stopped on exit."""
+        with AlertStreamServer(window=16 if tight else window) as server:
+            yield LocalStream(
+                variant,
+                server.url,
+                server=server,
+                ports=[server.port],
+                counter=server,
+                subscriber_options={"buffer": 1} if tight else {},
+            )
 
 
 _CLOSE = object()
 
 
-class GrpcPublisher:
+class GrpcPublisher(CannotCountSubscribers):
     """Streams envelopes to the server; a bounded queue gives backpressure."""
 
     def __init__(self, transport: GrpcTransport, queue_size: int = 256) -> None:
@@ -295,6 +351,9 @@ class GrpcPublisher:
             time.sleep(0.002)
         return self.published - len(self.acked)
 
+    def counters(self) -> dict[str, int]:
+        return {"published": self.published, "acknowledged": len(self.acked)}
+
     def close(self) -> None:
         with contextlib.suppress(TransportError):
             self.flush(10.0)
@@ -315,6 +374,7 @@ class GrpcSubscriber(QueuedSubscriber):
         self._init_queue(buffer)
         self._next: int | None = None
         self.errors: list[str] = []
+        self.disconnects = 0
         self._call: Any = None
         self._channel = transport.channel()
         self._stub = pb_grpc.AlertStreamStub(self._channel)
@@ -332,6 +392,8 @@ class GrpcSubscriber(QueuedSubscriber):
             return req(start=req.EARLIEST)
         if kind == "offset":
             return req(start=req.SEQUENCE, sequence=self.start.value)
+        if kind == "after":
+            return req(start=req.SEQUENCE, sequence=_sequence(self.start.position) + 1)
         if kind == "time":
             return req(start=req.TIME, time_ns=self.start.value)
         return req(start=req.LATEST)
@@ -368,6 +430,7 @@ class GrpcSubscriber(QueuedSubscriber):
                 if self._stop.is_set() or exc.code() == grpc.StatusCode.CANCELLED:
                     return
                 self.errors.append(f"{exc.code().name}: {exc.details()}")
+                self.disconnects += 1
                 if exc.code() in (grpc.StatusCode.DATA_LOSS, grpc.StatusCode.OUT_OF_RANGE):
                     log.warning("gRPC subscriber: %s", exc.details())
                     return  # the caller decides whether to resume from the oldest retained
@@ -377,9 +440,23 @@ class GrpcSubscriber(QueuedSubscriber):
             time.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 
+    def counters(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "disconnects": self.disconnects,
+            "errors": len(self.errors),
+        }
+
     def close(self) -> None:
         self._stop.set()
         if self._call is not None:
             self._call.cancel()
         self._thread.join(timeout=5)
         self._channel.close()
+
+
+def _sequence(position: Any) -> int:
+    """A gRPC stream position is the server's sequence number."""
+    if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+        raise ConfigError(f"a gRPC position is a sequence number, not {position!r}")
+    return position

@@ -1,7 +1,10 @@
 """Apache Kafka transport (confluent-kafka / librdkafka): the bulk transport Rubin chose.
 
 URL: ``kafka://127.0.0.1:9092[,host:port...]/TOPIC?compression=lz4&linger_ms=5``; options may
-also be passed as keyword arguments (``user``/``password`` for SASL/SCRAM-SHA-512).
+also be passed as keyword arguments (``user``/``password`` for SASL/SCRAM-SHA-512). Any other
+librdkafka setting goes through the one declared passthrough, ``config`` (a dict, or
+``config=key=value,key=value`` in the URL), applied last to producers and consumers; an option
+that is neither declared nor in ``config`` is refused (``linger=50`` is not ``linger_ms``).
 
 Publisher: idempotent, ``acks=all`` (with the cluster's min.insync.replicas, an acknowledged
 alert is on at least two brokers of a 3-broker cluster), configurable compression and batching.
@@ -14,28 +17,40 @@ Subscriber: consumer groups; start from the group's committed position (``latest
 beginning (``earliest``), from an offset, or from a time ("the last N hours"); at-least-once
 (an offset is stored only when the caller asks for the next message) with de-duplication by
 alert id on the consumer side, duplicates counted.
+
+A slow subscriber costs the publisher nothing: the brokers keep the topic on disk (its
+retention) and the subscriber catches up from its position ("buffer (broker)").
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import time
 import uuid
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, ClassVar
 
 from alertbench.transports.base import (
+    MAX_FRAME,
+    BaseTransport,
+    CannotCountSubscribers,
     Capabilities,
     Envelope,
+    LocalStream,
+    Option,
     Received,
     Start,
     TransportError,
-    parse_url,
 )
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from alertbench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +61,6 @@ HEADER_T_SHUTTER = "t-shutter-ns"
 HEADER_T_INTENDED = "t-intended-ns"
 HEADER_T_SENT = "t-sent-ns"
 HEADER_SEQUENCE = "sequence"
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 ACCESS_ERRORS = {
     KafkaError._AUTHENTICATION,
     KafkaError.SASL_AUTHENTICATION_FAILED,
@@ -74,43 +88,44 @@ class _LibrdkafkaLog:
         log.log(level, "%s", message)
 
 
-class KafkaTransport:
+class KafkaTransport(BaseTransport):
     """A Kafka topic as an alert stream."""
 
     capabilities = Capabilities(
-        replay=True, durable=True, fanout=True, backpressure=True, acknowledgement="batched"
+        replay=True,
+        durable=True,
+        fanout=True,
+        backpressure=True,
+        acknowledgement="batched",
+        slow_subscriber="buffer (broker)",
+        options={
+            "compression": Option(
+                "lz4", "producer compression codec", "choice", choices=COMPRESSION
+            ),
+            "linger_ms": Option(5, "producer linger.ms: wait to fill a batch", "int", minimum=0),
+            "batch_size": Option(1_000_000, "producer batch.size, bytes", "int", minimum=1),
+            "user": Option(None, "SASL/SCRAM-SHA-512 user name (none: no authentication)"),
+            "password": Option(None, "SASL/SCRAM-SHA-512 password", secret=True),
+            "config": Option(
+                {}, "further librdkafka settings, applied last to every client", "mapping"
+            ),
+        },
     )
-    error_types = (KafkaException,)
+    variants: ClassVar[dict[str, dict[str, Any]]] = {"kafka": {}}
+    local_tools = ("java", "mvn")
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        user: str | None = None,
-        password: str | None = None,
-        compression: str | None = None,
-        linger_ms: int | None = None,
-        batch_size: int | None = None,
-        **extra: Any,
-    ) -> None:
-        _, hosts, topic, query = parse_url(url)
-        if not topic:
-            raise TransportError(f"Kafka URL {url!r} names no topic (kafka://host:port/TOPIC)")
-        self.url = url
-        self.topic = topic
-        self.bootstrap_servers = hosts
-        self.compression = compression or query.get("compression", "lz4")
-        if self.compression not in COMPRESSION:
-            raise TransportError(
-                f"unknown compression {self.compression!r}; choose one of {', '.join(COMPRESSION)}"
-            )
-        self.linger_ms = int(linger_ms if linger_ms is not None else query.get("linger_ms", 5))
-        self.batch_size = int(
-            batch_size if batch_size is not None else query.get("batch_size", 1_000_000)
-        )
-        self.user = user or query.get("user")
-        self.password = password or query.get("password")
-        self.extra = extra
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        if not self.path:
+            raise ConfigError(f"Kafka URL {url!r} names no topic (kafka://host:port/TOPIC)")
+        self.topic = self.path
+        self.bootstrap_servers = self.netloc
+        self.compression: str = self.options["compression"]
+        self.linger_ms: int = self.options["linger_ms"]
+        self.batch_size: int = self.options["batch_size"]
+        self.user: str | None = self.options["user"]
+        self.password: str | None = self.options["password"]
+        self.config: dict[str, Any] = self.options["config"]
         self.client_errors: list[KafkaError] = []
         self.librdkafka_log = _LibrdkafkaLog()
 
@@ -152,6 +167,10 @@ class KafkaTransport:
             )
         return conf
 
+    def prepare(self, partitions: int = 1) -> None:
+        """Create the topic (Kafka's auto-creation is off in the clusters we start)."""
+        self.ensure_topic(partitions=partitions)
+
     def ensure_topic(
         self, partitions: int = 1, replication_factor: int = 1, timeout: float = 30.0
     ) -> None:
@@ -165,7 +184,7 @@ class KafkaTransport:
                     self.topic,
                     num_partitions=partitions,
                     replication_factor=replication_factor,
-                    config={"max.message.bytes": str(MAX_MESSAGE_BYTES)},
+                    config={"max.message.bytes": str(MAX_FRAME)},
                 )
             ],
             operation_timeout=timeout,
@@ -176,17 +195,108 @@ class KafkaTransport:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise TransportError(f"cannot create topic {self.topic!r}: {exc}") from exc
 
-    def open_publisher(self, **options: Any) -> KafkaPublisher:
-        return KafkaPublisher(self, **options)
+    def open_publisher(self, *, config: Mapping[str, Any] | None = None) -> KafkaPublisher:
+        """``config``: librdkafka settings for this producer only, over the transport's."""
+        return KafkaPublisher(self, config=config)
 
-    def open_subscriber(self, start: Start | None = None, **options: Any) -> KafkaSubscriber:
-        return KafkaSubscriber(self, start or Start.latest(), **options)
+    def open_subscriber(
+        self,
+        start: Start | None = None,
+        *,
+        group: str | None = None,
+        dedupe: bool = True,
+        dedupe_window: int = 1_000_000,
+        assign_timeout: float = 20.0,
+        config: Mapping[str, Any] | None = None,
+    ) -> KafkaSubscriber:
+        """``config``: librdkafka settings for this consumer only, over the transport's."""
+        start = start or Start.latest()
+        if start.kind == "after":
+            _positions(start.position)  # a foreign position is refused here
+        return KafkaSubscriber(
+            self,
+            start,
+            group=group,
+            dedupe=dedupe,
+            dedupe_window=dedupe_window,
+            assign_timeout=assign_timeout,
+            config=config,
+        )
+
+    @classmethod
+    @contextmanager
+    def shared_resources(cls) -> Iterator[Any]:
+        """One local single-node cluster (KRaft) for many streams, each its own topic."""
+        from alertbench.transports.servers.kafka_cluster import KafkaCluster
+
+        with KafkaCluster(brokers=1) as cluster:
+            yield cluster
+
+    @classmethod
+    @contextmanager
+    def local_stream(
+        cls,
+        variant: str,
+        *,
+        shared: Any = None,
+        tight: bool = False,
+        cluster: Any = None,
+        bootstrap_servers: str | None = None,
+        partitions: int = 1,
+    ) -> Iterator[LocalStream]:
+        """A fresh topic (created) on ``bootstrap_servers``, on ``cluster``/``shared`` (a
+        KafkaCluster), or else on a single-node cluster started here and stopped on exit.
+        ``tight`` changes nothing: the brokers buffer a slow subscriber on disk."""
+        cluster = cluster or shared
+        if bootstrap_servers is None and cluster is None:
+            with (
+                cls.shared_resources() as own,
+                cls.local_stream(variant, cluster=own, partitions=partitions) as stream,
+            ):
+                yield stream
+            return
+        bootstrap = bootstrap_servers or cluster.bootstrap_servers
+        url = f"kafka://{bootstrap}/{variant}-{uuid.uuid4().hex[:8]}"
+        cls(url).prepare(partitions=partitions)
+        restart = None
+        if cluster is not None and bootstrap_servers is None:
+
+            def restart() -> None:
+                for node in list(cluster.nodes):
+                    cluster.kill(node.node_id, signal.SIGKILL)
+                for node in list(cluster.nodes):
+                    cluster.restart(node.node_id)
+                cluster.wait_ready()
+
+        ports = [int(h.rpartition(":")[2]) for h in bootstrap.split(",")]
+        yield LocalStream(
+            variant,
+            url,
+            server_pids=[n.pid for n in cluster.nodes] if cluster is not None else [],
+            server=cluster,
+            ports=ports,
+            restart=restart,
+        )
 
 
-class KafkaPublisher:
+def _positions(position: Any) -> dict[int, int]:
+    """partition -> last offset seen, from ``(partition, offset)`` or a mapping of them."""
+    items = position.items() if isinstance(position, Mapping) else [position]
+    try:
+        found = {int(p): int(o) for p, o in items}
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"a Kafka position is (partition, offset) or {{partition: offset}}, not {position!r}"
+        ) from None
+    return found
+
+
+class KafkaPublisher(CannotCountSubscribers):
     """Idempotent producer; keeps the ids of acknowledged and failed alerts."""
 
-    def __init__(self, transport: KafkaTransport, **config: Any) -> None:
+    def __init__(
+        self, transport: KafkaTransport, *, config: Mapping[str, Any] | None = None
+    ) -> None:
         self.transport = transport
         conf = transport.client_config()
         conf.update(
@@ -196,11 +306,12 @@ class KafkaPublisher:
                 "compression.type": transport.compression,
                 "linger.ms": transport.linger_ms,
                 "batch.size": transport.batch_size,
-                "message.max.bytes": MAX_MESSAGE_BYTES,
+                "message.max.bytes": MAX_FRAME,
                 "queue.buffering.max.kbytes": 512 * 1024,
             }
         )
-        conf.update(config)
+        conf.update(transport.config)
+        conf.update(config or {})
         self._producer = Producer(conf)
         self.acked: list[int] = []
         self.failed: list[tuple[int, str]] = []
@@ -264,6 +375,13 @@ class KafkaPublisher:
                 raise TransportError(f"Kafka refused alert {alert_id}: {reason}")
         return int(left)
 
+    def counters(self) -> dict[str, int]:
+        return {
+            "published": self.published,
+            "acknowledged": len(self.acked),
+            "failed": len(self.failed),
+        }
+
     def close(self) -> None:
         self.flush(10.0)
 
@@ -287,7 +405,7 @@ class KafkaSubscriber:
         dedupe: bool = True,
         dedupe_window: int = 1_000_000,
         assign_timeout: float = 20.0,
-        **config: Any,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         self.transport = transport
         self.start = start
@@ -299,12 +417,13 @@ class KafkaSubscriber:
                 "auto.offset.reset": "earliest" if start.kind == "earliest" else "latest",
                 "enable.auto.commit": True,
                 "enable.auto.offset.store": False,
-                "fetch.message.max.bytes": MAX_MESSAGE_BYTES,
-                "max.partition.fetch.bytes": MAX_MESSAGE_BYTES,
+                "fetch.message.max.bytes": MAX_FRAME,
+                "max.partition.fetch.bytes": MAX_FRAME,
                 "session.timeout.ms": 10_000,
             }
         )
-        conf.update(config)
+        conf.update(transport.config)
+        conf.update(config or {})
         self._consumer = Consumer(conf)
         self._assigned = False
         self._early: list[Any] = []
@@ -323,6 +442,7 @@ class KafkaSubscriber:
         self._seen: OrderedDict[int, None] = OrderedDict()
         self._window = dedupe_window
         self.duplicates = 0
+        self.received = 0
         self.errors: list[str] = []
 
     def _on_assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
@@ -342,6 +462,12 @@ class KafkaSubscriber:
         elif kind == "offset":
             for p in partitions:
                 p.offset = self.start.value
+        elif kind == "after":
+            # Right after the last offset seen in each partition named; a partition not named
+            # starts from its beginning (nothing of it is known to have been read).
+            seen = _positions(self.start.position)
+            for p in partitions:
+                p.offset = seen[p.partition] + 1 if p.partition in seen else OFFSET_BEGINNING
         elif kind == "time":
             wanted = [
                 KafkaTopicPartition(p.topic, p.partition, self.start.value // 1_000_000)
@@ -390,6 +516,7 @@ class KafkaSubscriber:
                 self._seen[alert_id] = None
                 if len(self._seen) > self._window:
                     self._seen.popitem(last=False)
+            self.received += 1
             return received
 
     def _raise_if_refused(self, msg: Any) -> None:
@@ -423,6 +550,13 @@ class KafkaSubscriber:
             origin=f"{msg.topic()}/{msg.partition()}@{msg.offset()}",
             position=(msg.partition(), msg.offset()),
         )
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "duplicates": self.duplicates,
+            "errors": len(self.errors),
+        }
 
     def close(self) -> None:
         if self._pending is not None:

@@ -3,8 +3,9 @@
 URL: ``tcp://127.0.0.1:PORT``. The publisher listens; each subscriber holds one connection and
 receives every envelope written after it connected. This is the ceiling every other transport is
 compared to: one ``sendall`` of header and payload per subscriber, nothing else. A slow
-subscriber slows the publisher (TCP flow control: backpressure, nothing dropped); a subscriber
-that sends anything, or disappears, is dropped and logged.
+subscriber slows the publisher (TCP flow control: backpressure, nothing dropped), and with it
+every other subscriber, since one thread writes to all of them in turn; a subscriber that sends
+anything, or disappears, is dropped and logged.
 """
 
 from __future__ import annotations
@@ -15,52 +16,93 @@ import selectors
 import socket
 import threading
 import time
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
 
 from alertbench.transports.base import (
+    MAX_FRAME,
+    BaseTransport,
     Capabilities,
     CountsSubscribers,
     Envelope,
+    LocalStream,
+    Option,
     Received,
     Start,
-    TransportError,
-    parse_url,
+    refuse_replay,
 )
-from alertbench.transports.framing import (
-    DEFAULT_MAX_FRAME,
-    SocketSubscriber,
-    encode_frame,
-    read_frame,
-)
+from alertbench.transports.framing import SocketSubscriber, encode_frame, read_frame
+
+from alertbench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-def _host_port(netloc: str) -> tuple[str, int]:
+def host_port(netloc: str, url: str) -> tuple[str, int]:
+    """(host, port) of a ``host:port`` URL location; ConfigError if the port is missing."""
     host, _, port = netloc.rpartition(":")
+    if not port.isdigit():
+        raise ConfigError(f"{url} needs a numeric port (e.g. 127.0.0.1:5556)")
     return host or "127.0.0.1", int(port)
 
 
-class TcpTransport:
+class TcpTransport(BaseTransport):
     capabilities = Capabilities(
-        replay=False, durable=False, fanout=True, backpressure=True, acknowledgement="none"
+        replay=False,
+        durable=False,
+        fanout=True,
+        backpressure=True,
+        acknowledgement="none",
+        slow_subscriber="backpressure",
+        options={
+            "max_frame": Option(
+                MAX_FRAME, "largest frame a subscriber accepts, bytes", "int", minimum=64
+            ),
+        },
     )
+    variants: ClassVar[dict[str, dict[str, Any]]] = {"tcp": {}}
 
-    def __init__(self, url: str, *, max_frame: int = DEFAULT_MAX_FRAME, **_: Any) -> None:
-        _, netloc, _, query = parse_url(url)
-        self.url = url
-        self.address = _host_port(netloc)
-        self.max_frame = int(query.get("max_frame", max_frame))
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self.address = host_port(self.netloc, url)
+        self.max_frame: int = self.options["max_frame"]
 
-    def open_publisher(self, **options: Any) -> TcpPublisher:
-        return TcpPublisher(self.address, **options)
+    def open_publisher(self, *, backlog: int = 64) -> TcpPublisher:
+        return TcpPublisher(self.address, backlog=backlog)
 
-    def open_subscriber(self, start: Start | None = None, **options: Any) -> TcpSubscriber:
-        if start is not None and start.kind != "latest":
-            raise TransportError(
-                f"tcp has no replay: it cannot start from {start.kind!r}, only from now"
-            )
-        return TcpSubscriber(self.address, max_frame=self.max_frame, **options)
+    def open_subscriber(
+        self,
+        start: Start | None = None,
+        *,
+        buffer: int = 1000,
+        reconnect: bool = True,
+        connect_timeout: float = 0.0,
+    ) -> TcpSubscriber:
+        refuse_replay("tcp", start)
+        return TcpSubscriber(
+            self.address,
+            max_frame=self.max_frame,
+            buffer=buffer,
+            reconnect=reconnect,
+            connect_timeout=connect_timeout,
+        )
+
+    @classmethod
+    @contextmanager
+    def local_stream(
+        cls, variant: str, *, shared: Any = None, tight: bool = False
+    ) -> Iterator[LocalStream]:
+        """A free loopback port: the publisher listens on it, nothing else runs."""
+        from alertbench.transports.servers.kafka_cluster import free_port
+
+        port = free_port()
+        yield LocalStream(
+            variant,
+            f"tcp://127.0.0.1:{port}",
+            ports=[port],
+            subscriber_options={"buffer": 1} if tight else {},
+        )
 
 
 class TcpPublisher(CountsSubscribers):
@@ -75,6 +117,8 @@ class TcpPublisher(CountsSubscribers):
         self._selector.register(self._server, selectors.EVENT_READ, "accept")
         self._stop = threading.Event()
         self.dropped: list[str] = []
+        self.published = 0
+        self.bytes_sent = 0
         self._thread = threading.Thread(target=self._watch, name="tcp-publisher", daemon=True)
         self._thread.start()
 
@@ -130,6 +174,17 @@ class TcpPublisher(CountsSubscribers):
                     conn.sendall(piece)
             except OSError as exc:
                 self._drop(conn, f"write failed: {exc}")
+            else:
+                self.bytes_sent += sum(len(p) for p in pieces)
+        self.published += 1
+
+    def counters(self) -> dict[str, int]:
+        """Frames published; frame bytes written (every subscriber's); subscribers dropped."""
+        return {
+            "published": self.published,
+            "bytes_sent": self.bytes_sent,
+            "subscribers_dropped": sum(1 for d in self.dropped if d != "disconnected"),
+        }
 
     def flush(self, timeout: float = 30.0) -> int:
         return 0  # sendall has handed everything to the kernel; there are no acknowledgements
@@ -156,7 +211,7 @@ class TcpSubscriber(SocketSubscriber):
         self,
         address: tuple[str, int],
         *,
-        max_frame: int = DEFAULT_MAX_FRAME,
+        max_frame: int = MAX_FRAME,
         buffer: int = 1000,
         reconnect: bool = True,
         connect_timeout: float = 0.0,

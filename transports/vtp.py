@@ -24,7 +24,10 @@ The protocol, as implemented here:
 Frame size: Twisted-based peers (Comet) silently drop frames of 100,000 bytes or more by default,
 while a Rubin alert with embedded cutouts is ~250 KB as VOEvent XML: use cutouts by reference to
 talk to a stock peer, or raise the peer's limit. Ours is ``max_frame`` (16 MiB by default).
-Capabilities: no replay, per-message acknowledgement; the harness measures the cost.
+Capabilities: VOEvent XML only, no replay, per-message acknowledgement; the harness measures the
+cost. A slow subscriber: the broker queues up to ``subscriber_buffer`` events for it and then
+blocks the author for up to ``ack_timeout`` seconds; a subscriber still behind (or one that
+leaves an event unacknowledged that long) is **disconnected**, and the others go on.
 """
 
 from __future__ import annotations
@@ -36,26 +39,34 @@ import ipaddress
 import logging
 import queue
 import socket
-import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from alertbench.transports.base import (
+    MAX_FRAME,
+    BaseTransport,
+    CannotCountSubscribers,
     Capabilities,
     CountsSubscribers,
     Envelope,
+    LocalStream,
+    Option,
     Received,
     Start,
     TransportError,
-    parse_url,
+    refuse_content_type,
+    refuse_replay,
 )
-from alertbench.transports.framing import FrameError, SocketSubscriber, recv_exact
+from alertbench.transports.framing import LENGTH, FrameError, SocketSubscriber, recv_exact
+from alertbench.transports.tcp import host_port
 from lxml import etree
 
+from alertbench.errors import ConfigError
 from alertbench.xmlsafe import (
     VOEVENT_NS,
     VOEVENT_ROLES,
@@ -72,8 +83,6 @@ TRANSPORT_SCHEMA_LOCATION = (
     "http://telescope-networks.org/schema/Transport-v1.1.xsd"
 )
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
-LENGTH = struct.Struct(">I")
-DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 CONTENT_TYPE = "application/x-voevent+xml"
 
 
@@ -297,7 +306,7 @@ class VtpBroker(CountsSubscribers):
         receive_port: int = 0,
         broadcast_port: int = 0,
         local_ivo: str = "ivo://alertbench.example/vtp-broker",
-        max_frame: int = DEFAULT_MAX_FRAME,
+        max_frame: int = MAX_FRAME,
         validate: bool = True,
         author_allow: list[str] | None = None,
         iamalive_interval: float = 60.0,
@@ -486,48 +495,74 @@ class VtpBroker(CountsSubscribers):
 # -- clients -------------------------------------------------------------------------------------
 
 
-class VtpTransport:
+class VtpTransport(BaseTransport):
     capabilities = Capabilities(
         replay=False,
         durable=False,
         fanout=True,
         backpressure=True,
         acknowledgement="per-message",
+        slow_subscriber="disconnect",
+        content_types=(CONTENT_TYPE,),
+        options={
+            "receive": Option(None, "the broker's receive port, where authors publish", "int"),
+            "max_frame": Option(MAX_FRAME, "largest frame a subscriber accepts, bytes", "int"),
+            "local_ivo": Option("ivo://alertbench.example/vtp-client", "our IVORN in replies"),
+            "token": Option(
+                None, "answer to a broker's authenticate request (Param token)", secret=True
+            ),
+        },
     )
-    accepts_only = CONTENT_TYPE
+    variants: ClassVar[dict[str, dict[str, Any]]] = {"vtp": {}}
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        max_frame: int = DEFAULT_MAX_FRAME,
-        local_ivo: str = "ivo://alertbench.example/vtp-client",
-        token: str | None = None,
-        **_: Any,
-    ) -> None:
-        _, netloc, _, query = parse_url(url)
-        host, _, port = netloc.rpartition(":")
-        self.url = url
-        self.host = host or "127.0.0.1"
-        self.broadcast_port = int(port)
-        self.receive_port = int(query["receive"]) if "receive" in query else None
-        self.max_frame = int(query.get("max_frame", max_frame))
-        self.local_ivo = local_ivo
-        self.token = query.get("token", token)
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self.host, self.broadcast_port = host_port(self.netloc, url)
+        self.receive_port: int | None = self.options["receive"]
+        self.max_frame: int = self.options["max_frame"]
+        self.local_ivo: str = self.options["local_ivo"]
+        self.token: str | None = self.options["token"]
         """Sent in answer to a broker's ``authenticate`` request (``Meta/Param name=token``)."""
 
-    def open_publisher(self, **options: Any) -> VtpPublisher:
+    def open_publisher(self, *, timeout: float = 30.0) -> VtpPublisher:
         if self.receive_port is None:
-            raise TransportError(f"{self.url}: an author needs the broker's ?receive=PORT")
-        return VtpPublisher(self, **options)
+            raise ConfigError(f"{self.url}: an author needs the broker's ?receive=PORT")
+        return VtpPublisher(self, timeout=timeout)
 
-    def open_subscriber(self, start: Start | None = None, **options: Any) -> VtpSubscriber:
-        if start is not None and start.kind != "latest":
-            raise TransportError(f"vtp has no replay: it cannot start from {start.kind!r}")
-        return VtpSubscriber(self, **options)
+    def open_subscriber(
+        self,
+        start: Start | None = None,
+        *,
+        buffer: int = 1000,
+        reconnect: bool = True,
+        connect_timeout: float = 5.0,
+    ) -> VtpSubscriber:
+        refuse_replay("vtp", start)
+        return VtpSubscriber(
+            self, buffer=buffer, reconnect=reconnect, connect_timeout=connect_timeout
+        )
+
+    @classmethod
+    @contextmanager
+    def local_stream(
+        cls, variant: str, *, shared: Any = None, tight: bool = False, **broker: Any
+    ) -> Iterator[LocalStream]:
+        """A VtpBroker in this process on two ports the OS chose; stopped on exit. ``tight``:
+        a small per-subscriber queue and a short ack timeout (slow-subscriber tests)."""
+        if tight:
+            broker = {"subscriber_buffer": 4, "ack_timeout": 0.5, **broker}
+        with VtpBroker(**broker) as server:
+            yield LocalStream(
+                variant,
+                server.url,
+                server=server,
+                ports=[server.broadcast_port, server.receive_port],
+                counter=server,
+                subscriber_options={"buffer": 1} if tight else {},
+            )
 
 
-class VtpPublisher:
+class VtpPublisher(CannotCountSubscribers):
     """A VTP author: one connection per event, waits for ack or nak (a nak is never retried)."""
 
     def __init__(self, transport: VtpTransport, timeout: float = 30.0) -> None:
@@ -539,6 +574,7 @@ class VtpPublisher:
         self.bytes_received = 0
 
     def publish(self, envelope: Envelope) -> None:
+        refuse_content_type(self.transport.capabilities, envelope, self.transport.url)
         address = (self.transport.host, self.transport.receive_port)
         try:
             with socket.create_connection(address, timeout=self.timeout) as sock:
@@ -558,6 +594,16 @@ class VtpPublisher:
 
     def flush(self, timeout: float = 30.0) -> int:
         return 0  # every publish already waited for its ack or nak
+
+    def counters(self) -> dict[str, int]:
+        """Both directions of the author's hop (events out, acks and naks in)."""
+        return {
+            "published": len(self.acked) + len(self.naks),
+            "acknowledged": len(self.acked),
+            "refused": len(self.naks),
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+        }
 
     def close(self) -> None:
         pass
@@ -590,6 +636,15 @@ class VtpSubscriber(SocketSubscriber):
             reconnect=reconnect,
             connect_timeout=connect_timeout,
         )
+
+    def counters(self) -> dict[str, int]:
+        """Both directions of the subscriber's hop (events in, acks and iamalives out)."""
+        return {
+            **super().counters(),
+            "iamalives": self.iamalives,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+        }
 
     def _reply(self, sock: socket.socket, data: bytes) -> None:
         send_frame(sock, data)

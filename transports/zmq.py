@@ -3,9 +3,10 @@
 URL: ``zmq+tcp://127.0.0.1:PORT?pattern=pubsub|pushpull&hwm=1000``. The publisher binds.
 
 * ``pubsub``: every subscriber gets every envelope sent after its subscription arrived. When a
-  subscriber's high-water mark (``hwm`` messages, each side) is reached, ZeroMQ **drops** for that
-  subscriber instead of slowing the publisher; the subscriber counts what it lost from the gaps
-  in the sequence numbers (``gaps``). Capabilities say so: no backpressure.
+  subscriber's high-water mark (``hwm`` messages, each side) is reached, ZeroMQ **drops** new
+  messages for that subscriber instead of slowing the publisher; the subscriber counts what it
+  lost from the gaps in the sequence numbers (``gaps``, ``dropped`` in its counters).
+  Capabilities say so: no backpressure, slow subscriber "drop-newest".
 * ``pushpull``: envelopes are dealt round-robin to the connected pullers (load balancing, not
   fan-out); a full high-water mark blocks the publisher (backpressure, nothing dropped).
 
@@ -14,54 +15,90 @@ Neither replays: a subscriber asking for an earlier start is refused.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
 
 import zmq
 from alertbench.transports.base import (
+    BaseTransport,
     Capabilities,
     CountsSubscribers,
     Envelope,
+    LocalStream,
+    Option,
     Received,
     Start,
     TransportError,
-    parse_url,
+    refuse_replay,
 )
 from alertbench.transports.framing import FrameError, pack_header, unpack
+from alertbench.transports.tcp import host_port
 
 log = logging.getLogger(__name__)
 PATTERNS = ("pubsub", "pushpull")
 
 
-class ZmqTransport:
-    def __init__(
-        self, url: str, *, pattern: str | None = None, hwm: int | None = None, **_: Any
-    ) -> None:
-        scheme, netloc, _, query = parse_url(url)
-        self.url = url
-        self.endpoint = f"{scheme.split('+', 1)[1]}://{netloc}"
-        self.pattern = pattern or query.get("pattern", "pubsub")
-        if self.pattern not in PATTERNS:
-            raise TransportError(f"unknown ZeroMQ pattern {self.pattern!r}; choose {PATTERNS}")
-        self.hwm = int(hwm if hwm is not None else query.get("hwm", 1000))
-        self.capabilities = Capabilities(
-            replay=False,
-            durable=False,
-            fanout=self.pattern == "pubsub",
-            backpressure=self.pattern == "pushpull",
-            acknowledgement="none",
+class ZmqTransport(BaseTransport):
+    capabilities = Capabilities(
+        replay=False,
+        durable=False,
+        fanout=True,
+        backpressure=False,
+        acknowledgement="none",
+        slow_subscriber="drop-newest",
+        options={
+            "pattern": Option(
+                "pubsub",
+                "pubsub: fan-out, drops for a slow subscriber; pushpull: round-robin, blocks",
+                "choice",
+                choices=PATTERNS,
+            ),
+            "hwm": Option(1000, "high-water mark, messages queued on each side", "int", minimum=1),
+        },
+    )
+    """As declared for ``pubsub``; an instance's capabilities follow its pattern."""
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        "zmq-pubsub": {"pattern": "pubsub"},
+        "zmq-pushpull": {"pattern": "pushpull"},
+    }
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        host, port = host_port(self.netloc, url)
+        self.endpoint = f"{self.scheme.split('+', 1)[1]}://{host}:{port}"
+        self.pattern: str = self.options["pattern"]
+        self.hwm: int = self.options["hwm"]
+        pushpull = self.pattern == "pushpull"
+        self.capabilities = dataclasses.replace(
+            type(self).capabilities,
+            fanout=not pushpull,
+            backpressure=pushpull,
+            slow_subscriber="backpressure" if pushpull else "drop-newest",
         )
 
-    def open_publisher(self, **_: Any) -> ZmqPublisher:
+    def open_publisher(self) -> ZmqPublisher:
         return ZmqPublisher(self)
 
-    def open_subscriber(self, start: Start | None = None, **_: Any) -> ZmqSubscriber:
-        if start is not None and start.kind != "latest":
-            raise TransportError(
-                f"zmq ({self.pattern}) has no replay: it cannot start from {start.kind!r}"
-            )
+    def open_subscriber(self, start: Start | None = None) -> ZmqSubscriber:
+        refuse_replay(f"zmq ({self.pattern})", start)
         return ZmqSubscriber(self)
+
+    @classmethod
+    @contextmanager
+    def local_stream(
+        cls, variant: str, *, shared: Any = None, tight: bool = False
+    ) -> Iterator[LocalStream]:
+        """A free loopback port the publisher binds; no server."""
+        from alertbench.transports.servers.kafka_cluster import free_port
+
+        port = free_port()
+        pattern = cls.variants[variant]["pattern"]
+        url = f"zmq+tcp://127.0.0.1:{port}?pattern={pattern}" + ("&hwm=2" if tight else "")
+        yield LocalStream(variant, url, ports=[port])
 
 
 class ZmqPublisher(CountsSubscribers):
@@ -86,6 +123,7 @@ class ZmqPublisher(CountsSubscribers):
             raise TransportError(f"cannot bind {transport.endpoint}: {exc}") from exc
         self.subscribers = 0
         self.peers = 0
+        self.published = 0
 
     def _drain_events(self) -> None:
         from zmq.utils.monitor import recv_monitor_message
@@ -111,6 +149,11 @@ class ZmqPublisher(CountsSubscribers):
     def publish(self, envelope: Envelope) -> None:
         header = pack_header(envelope, envelope.t_sent_ns or time.time_ns())
         self._sock.send_multipart([header, envelope.payload], copy=False)
+        self.published += 1
+
+    def counters(self) -> dict[str, int]:
+        """Messages handed to ZeroMQ (what it dropped for a slow subscriber is not known here)."""
+        return {"published": self.published}
 
     def flush(self, timeout: float = 30.0) -> int:
         self._drain_events()
@@ -138,7 +181,12 @@ class ZmqSubscriber:
         self._sock.connect(transport.endpoint)
         self.errors: list[str] = []
         self.gaps = 0
+        self.received = 0
         self._last_sequence: int | None = None
+
+    def counters(self) -> dict[str, int]:
+        """``dropped``: envelopes missing between the sequence numbers received (pub/sub)."""
+        return {"received": self.received, "dropped": self.gaps, "errors": len(self.errors)}
 
     def poll(self, timeout: float = 1.0) -> Received | None:
         deadline = time.monotonic() + timeout
@@ -157,9 +205,11 @@ class ZmqSubscriber:
                 log.warning("zmq subscriber skipped a malformed message: %s", exc)
                 continue
             last = self._last_sequence
-            if last is not None and envelope.sequence > last + 1:
+            pubsub = self.transport.pattern == "pubsub"  # push/pull deals out: gaps are normal
+            if pubsub and last is not None and envelope.sequence > last + 1:
                 self.gaps += envelope.sequence - last - 1
             self._last_sequence = envelope.sequence
+            self.received += 1
             return Received(
                 envelope, now, origin=self.transport.endpoint, position=envelope.sequence
             )

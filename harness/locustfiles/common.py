@@ -1,8 +1,10 @@
 """The locust user shared by every locustfile: publish alerts, receive them, report both.
 
 Each locust user owns one stream over its transport (its own publisher and subscriber, and its
-own server, port or topic where the transport needs one), so users are independent and locust's
-distributed mode needs nothing shared. Two request events are fired:
+own server, port or topic where the transport needs one: the transport's own local-stream
+recipe, :func:`alertbench.transports.base.local_stream`), so users are independent and locust's
+distributed mode needs nothing shared. A locustfile names its transport kind and nothing else.
+Two request events are fired:
 
 * ``publish``: the time ``publish()`` took, with the encoded alert's size;
 * ``receive``: end-to-end latency, from the moment the alert was handed to the transport to the
@@ -25,13 +27,16 @@ from __future__ import annotations
 import functools
 import os
 import time
-import uuid
+from contextlib import ExitStack
+from typing import Any
 
 import gevent
 from alertbench.harness.visit_bench import alert_pool
 from alertbench.refimpl.codecs.base import get_serializer
-from alertbench.transports.base import Envelope, get_transport
+from alertbench.transports.base import Envelope, local_stream
 from locust import User, constant_throughput, task
+
+from alertbench.errors import ConfigError
 
 SERIALIZER = os.environ.get("ALERTBENCH_SERIALIZER", "avro")
 RATE = float(os.environ.get("ALERTBENCH_RATE", "50"))
@@ -50,23 +55,24 @@ class AlertStreamUser(User):
     transport_kind = ""
     wait_time = constant_throughput(RATE)
 
-    def stream_url(self) -> str:
-        """A URL for this user's own stream (override per transport)."""
-        raise NotImplementedError
+    def stream_options(self) -> dict[str, Any]:
+        """Keywords for the transport's local-stream recipe (Kafka: the cluster to use)."""
+        return {}
 
     def on_start(self) -> None:
         self.payloads, self.content_type = encoded_pool()
         self.serializer = get_serializer(SERIALIZER)
-        self.url = self.stream_url()
-        transport = get_transport(self.url)
+        self._stack = ExitStack()
+        self.stream = self._stack.enter_context(
+            local_stream(self.transport_kind, **self.stream_options())
+        )
+        self.url = self.stream.url
+        transport = self.stream.transport()
         self.subscriber = transport.open_subscriber()
         self.publisher = transport.open_publisher()
         self.sequence = 0
         self._running = True
-        waiting = getattr(self.publisher, "connected_subscribers", None)
-        deadline = time.monotonic() + 15
-        while waiting is not None and waiting() < 1 and time.monotonic() < deadline:
-            gevent.sleep(0.02)
+        self.stream.wait_for_subscribers(self.publisher, 1, timeout=15)
         self._receiver = gevent.spawn(self._receive)
 
     def _fire(self, name: str, started_ns: int, length: int, exc: BaseException | None) -> None:
@@ -120,17 +126,14 @@ class AlertStreamUser(User):
         self._receiver.kill()
         self.publisher.close()
         self.subscriber.close()
-        server = getattr(self, "server", None)
-        if server is not None:
-            server.stop()
+        self._stack.close()  # stops this user's server, if the transport has one
 
 
-def kafka_url(host: str | None) -> str:
-    """This user's own topic on the cluster locust's ``--host`` names."""
+def kafka_bootstrap(host: str | None) -> str:
+    """The bootstrap servers of the running cluster locust's ``--host`` names."""
     if not host or not host.startswith("kafka://"):
-        raise ValueError("the Kafka locustfile needs --host kafka://HOST:PORT (a running cluster)")
-    bootstrap = host.split("://", 1)[1].split("/", 1)[0]
-    return f"kafka://{bootstrap}/locust-{uuid.uuid4().hex[:12]}"
+        raise ConfigError("the Kafka locustfile needs --host kafka://HOST:PORT (a running cluster)")
+    return host.split("://", 1)[1].split("/", 1)[0]
 
 
-__all__ = ["AlertStreamUser", "kafka_url"]
+__all__ = ["AlertStreamUser", "kafka_bootstrap"]

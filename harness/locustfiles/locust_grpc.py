@@ -11,10 +11,3 @@ grpc_gevent.init_gevent()  # gRPC's own threads must cooperate with locust's gre
 
 class GrpcAlertUser(AlertStreamUser):
     transport_kind = "grpc"
-
-    def stream_url(self) -> str:
-        from alertbench.transports.grpc import AlertStreamServer
-
-        self.server = AlertStreamServer(window=10_000)
-        self.server.start()
-        return self.server.url

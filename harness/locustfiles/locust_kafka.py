@@ -5,15 +5,13 @@
         --headless -u 4 -r 4 -t 30s --csv out/locust/kafka
 """
 
-from alertbench.harness.locustfiles.common import AlertStreamUser, kafka_url
+from typing import Any
+
+from alertbench.harness.locustfiles.common import AlertStreamUser, kafka_bootstrap
 
 
 class KafkaAlertUser(AlertStreamUser):
     transport_kind = "kafka"
 
-    def stream_url(self) -> str:
-        url = kafka_url(self.host)
-        from alertbench.transports.kafka import KafkaTransport
-
-        KafkaTransport(url).ensure_topic()
-        return url
+    def stream_options(self) -> dict[str, Any]:
+        return {"bootstrap_servers": kafka_bootstrap(self.host)}

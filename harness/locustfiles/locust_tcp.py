@@ -4,11 +4,7 @@ locust -f harness/locustfiles/locust_tcp.py --headless -u 4 -r 4 -t 30s --csv ou
 """
 
 from alertbench.harness.locustfiles.common import AlertStreamUser
-from alertbench.transports.servers.kafka_cluster import free_port
 
 
 class TcpAlertUser(AlertStreamUser):
     transport_kind = "tcp"
-
-    def stream_url(self) -> str:
-        return f"tcp://127.0.0.1:{free_port()}"

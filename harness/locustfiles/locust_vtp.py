@@ -12,9 +12,3 @@ from alertbench.harness.locustfiles.common import AlertStreamUser
 
 class VtpAlertUser(AlertStreamUser):
     transport_kind = "vtp"
-
-    def stream_url(self) -> str:
-        from alertbench.transports.vtp import VtpBroker
-
-        self.server = VtpBroker()
-        return self.server.url

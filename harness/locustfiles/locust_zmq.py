@@ -6,13 +6,9 @@ locust -f harness/locustfiles/locust_zmq.py --headless -u 4 -r 4 -t 30s --csv ou
 import os
 
 from alertbench.harness.locustfiles.common import AlertStreamUser
-from alertbench.transports.servers.kafka_cluster import free_port
 
 PATTERN = os.environ.get("ALERTBENCH_ZMQ_PATTERN", "pubsub")
 
 
 class ZmqAlertUser(AlertStreamUser):
     transport_kind = f"zmq-{PATTERN}"
-
-    def stream_url(self) -> str:
-        return f"zmq+tcp://127.0.0.1:{free_port()}?pattern={PATTERN}"

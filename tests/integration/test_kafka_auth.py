@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 from alertbench.refimpl.codecs.avro import AvroSerializer
-from alertbench.transports.base import Envelope, Start, TransportError, drain
+from alertbench.transports.base import Envelope, Start, TransportError
 from alertbench.transports.kafka import KafkaTransport
 from alertbench.transports.servers.kafka_cluster import PRODUCER_USER, KafkaCluster
 
 from tests.support.servers import require_tools
+from tests.support.streams import drain
 
 pytestmark = pytest.mark.kafka
 
@@ -48,7 +49,7 @@ def test_producer_writes_and_each_reader_reads_in_its_own_groups(secured, alerts
 
 
 def test_a_client_without_credentials_is_refused(secured, alerts) -> None:
-    pub = _transport(secured, None).open_publisher(**{"message.timeout.ms": 8000})
+    pub = _transport(secured, None).open_publisher(config={"message.timeout.ms": 8000})
     refused = r"no Kafka broker .* accepts us \(does the cluster require SASL credentials\?\)"
     with pytest.raises(TransportError, match=refused):
         pub.publish(_envelope(alerts[0], AvroSerializer(), 1))

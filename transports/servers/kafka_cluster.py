@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from alertbench.transports.base import MAX_FRAME
+
 from alertbench.errors import ServerError
 from alertbench.resources import cache_dir
 
@@ -153,7 +155,7 @@ class KafkaCluster:
         workdir: Path | None = None,
         heap: str = "512m",
         partitions: int = 1,
-        message_max_bytes: int = 16 * 1024 * 1024,
+        message_max_bytes: int = MAX_FRAME,
     ) -> None:
         if brokers < 1:
             raise ValueError("a cluster needs at least one broker")
