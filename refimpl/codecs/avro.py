@@ -5,22 +5,26 @@ Wire format (what Rubin puts on Kafka, so Rubin's own consumers can read what we
 1101 for v11.1), then the schemaless Avro body; the header is :mod:`.wire`'s, shared with the
 Protobuf and VOEvent 3 codecs.
 
-Engines: the codec, not the network, is the bottleneck of the whole system (a ~130 KB alert costs
-milliseconds to encode in Python), so the engine is selectable. ``cavro`` (Cython) is the default:
-it writes byte-identical output to fastavro (checked by the tests on every simulated alert) at ~2x
-the encode and ~2.5x the decode speed here (``tox -e bench``). ``fastavro`` stays as the reference
-the tests check against, and it is also the engine that detects trailing bytes after a complete
-record; cavro's public API does not report how much of the input it consumed.
+Engines: the codec, not the network, bounds the whole system (a ~130 KB alert carries ~3,800
+light-curve values, and a Python codec pays per value), so the engine is selectable.
+``native`` (the default) is this project's Rust engine (refimpl/native, built with the package):
+the schema is compiled once and walked without per-field Python dispatch; it writes
+byte-identical output to fastavro, decodes to the same dicts, refuses trailing bytes, and decodes
+a batch into numpy columns (:mod:`.columns`). ``fastavro`` (the Apache reference the tests check
+every engine against) and ``cavro`` (Cython) stay selectable as references; cavro's public API
+does not report how much input it consumed, so it accepts trailing bytes.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 import cavro
 import fastavro
+from alertbench.refimpl import _native
 from alertbench.refimpl.alert.schema import (
     AlertSchema,
     available_versions,
@@ -32,28 +36,37 @@ from alertbench.refimpl.codecs.wire import frame, unframe
 
 from alertbench.errors import ConfigError, DecodeError, EncodeError, FramingError, SchemaError
 
-ENGINES = ("cavro", "fastavro")
+ENGINES = ("native", "cavro", "fastavro")
+DEFAULT_ENGINE = "native"
 
 
 class AvroEngine:
-    """Schemaless encode/decode of one schema version with one Avro library."""
+    """Schemaless encode/decode of one schema with one Avro library, the schema compiled once."""
 
-    def __init__(self, schema: AlertSchema, engine: str) -> None:
+    def __init__(self, schema: AlertSchema, engine: str = DEFAULT_ENGINE) -> None:
         self.schema = schema
         self.engine = engine
-        if engine == "cavro":
+        if engine == "native":
+            self._native = _native.Schema(json.dumps(schema.definition))
+        elif engine == "cavro":
             self._cavro = cavro.Schema(schema.definition, record_decodes_to_dict=True)
         elif engine != "fastavro":
             raise ConfigError(f"unknown Avro engine {engine!r}; choose one of {ENGINES}")
 
     def encode(self, alert: Alert) -> bytes:
+        if self.engine == "native":
+            return self._native.encode(alert)
         if self.engine == "cavro":
             return self._cavro.binary_encode(alert)
         buffer = io.BytesIO()
         fastavro.schemaless_writer(buffer, self.schema.parsed, alert)
         return buffer.getvalue()
 
-    def decode(self, body: bytes | memoryview) -> Alert:
+    def decode(self, data: bytes | memoryview, offset: int = 0) -> Alert:
+        """The record in ``data[offset:]``, which it must fill exactly (no copy for native)."""
+        if self.engine == "native":
+            return self._native.decode(data, offset)
+        body = memoryview(data)[offset:]
         if self.engine == "cavro":
             return self._cavro.binary_decode(bytes(body))
         buffer = io.BytesIO(body)
@@ -63,13 +76,19 @@ class AvroEngine:
             raise ValueError(f"{left} trailing bytes after a complete alert")
         return alert
 
+    def decode_columns(self, messages: list[Any], offset: int = 0) -> dict[str, Any]:
+        """Raw columns of a batch (the native layout, see refimpl/native/README.md)."""
+        if self.engine != "native":
+            raise ConfigError(f"columnar decode needs the native engine, not {self.engine!r}")
+        return self._native.decode_columns(messages, offset)
+
 
 class AvroSerializer:
     """Rubin alerts as Confluent-framed schemaless Avro. Decodes any shipped schema version."""
 
     name = "avro"
 
-    def __init__(self, schema_version: str | None = None, engine: str = "cavro") -> None:
+    def __init__(self, schema_version: str | None = None, engine: str = DEFAULT_ENGINE) -> None:
         self.schema = load_schema(schema_version)
         self.engine = engine
         self._engines: dict[int, AvroEngine] = {
@@ -105,7 +124,7 @@ class AvroSerializer:
         schema_id, body = unframe(data, codec=self.name)
         engine = self._engine_for(schema_id, data)
         try:
-            return engine.decode(body)
+            return engine.decode(data, len(data) - len(body))
         except Exception as exc:  # every engine failure mode: EOF, bad union index, bad UTF-8...
             raise DecodeError(
                 f"body is not a valid schema {engine.schema.version} alert "

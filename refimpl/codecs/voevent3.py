@@ -23,7 +23,7 @@ import json
 from typing import Any
 
 from alertbench.refimpl.alert.schema import AlertSchema, load_schema
-from alertbench.refimpl.codecs.avro import AvroEngine
+from alertbench.refimpl.codecs.avro import DEFAULT_ENGINE, AvroEngine
 from alertbench.refimpl.codecs.base import Alert
 from alertbench.refimpl.codecs.voevent import CUTOUTS, DEFAULT_IVORN_BASE, MODES, unit_and_ucd
 from alertbench.refimpl.codecs.wire import VOEVENT3_ID_BASE, frame, unframe
@@ -290,7 +290,7 @@ class Voevent3Serializer:
         mode: str = "embed",
         ivorn_base: str = DEFAULT_IVORN_BASE,
         cutout_url_base: str = "https://alertbench.example/cutouts",
-        engine: str = "cavro",
+        engine: str = DEFAULT_ENGINE,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"cutout mode must be one of {MODES}, got {mode!r}")

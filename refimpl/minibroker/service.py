@@ -2,19 +2,22 @@
 
 Alerts arrive in visit order, CCD by CCD, from an input the caller hands over (Kafka through
 ``alertbench.harness.minibroker_io``; the ports are in :mod:`alertbench.refimpl.minibroker.ports`).
-They are decoded and gathered into batches that never span two visits; each batch becomes numpy
-columns once, every registered filter runs over those columns at once, and each user's matches
-(in stream order) go to their outputs until the user's per-visit allowance is spent. What is over
-the allowance is counted as truncated, not queued, so a busy user costs the stream nothing extra.
-Filters are re-read from the store when its revision changes, so registering a filter takes
-effect at the next batch without a restart.
+They are gathered into batches (a pause in the stream or BATCH_MAX ends one); each batch is
+decoded straight into numpy columns by the native Avro engine (no Python object per light-curve
+value) and split into runs of one visit; every registered filter runs over a run's columns at
+once, and each user's matches (in stream order) go to their outputs until the user's per-visit
+allowance is spent. What is over the allowance is counted as truncated, not queued, so a busy
+user costs the stream nothing extra. Filters are re-read from the store when its revision
+changes, so registering a filter takes effect at the next batch without a restart.
 
-Bad input loses nothing else: a message that does not decode is counted (with where it came
-from) and skipped, and a filter is checked at registration, so evaluation cannot fail on it.
+Only the alerts delivered are decoded in full. Bad input loses nothing else: a message that does
+not decode is counted (with where it came from) and skipped, and a filter is checked at
+registration, so evaluation cannot fail on it.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import Counter, OrderedDict
@@ -24,10 +27,10 @@ from typing import Any
 
 import numpy as np
 from alertbench.refimpl.codecs.avro import AvroSerializer
+from alertbench.refimpl.codecs.columns import AlertColumns, decode_columns
 from alertbench.refimpl.minibroker.filters import CompiledFilter, compile_filter
 from alertbench.refimpl.minibroker.filters.columns import VisitColumns
 from alertbench.refimpl.minibroker.ports import AlertInput, UserOutput
-from alertbench.refimpl.minibroker.projection import ProjectedDecoder
 from alertbench.refimpl.minibroker.store import MiniBrokerStore, User
 
 from alertbench.errors import AlertbenchError, DecodeError
@@ -98,15 +101,10 @@ class MiniBroker:
         store: MiniBrokerStore,
         outputs: Sequence[UserOutput],
         serializer: AvroSerializer | None = None,
-        project: bool = True,
     ) -> None:
-        """``project``: decode alerts with a reader schema holding only the fields the filters
-        read (see :mod:`alertbench.refimpl.minibroker.projection`), in full only those delivered."""
         self.store = store
         self.outputs = list(outputs)
         self.serializer = serializer or AvroSerializer()
-        self.project = project
-        self._projector: ProjectedDecoder | None = None
         self.stats = MiniBrokerStats()
         self._revision = -1
         self._users: list[UserFilters] = []
@@ -125,14 +123,6 @@ class MiniBroker:
                 )
             self._users = list(by_user.values())
             self._revision = revision
-            if self.project:
-                paths = {
-                    info.path
-                    for entry in self._users
-                    for _, compiled in entry.filters
-                    for info in compiled.filter.fields
-                }
-                self._projector = ProjectedDecoder(self.store.catalog.schema, paths)
             log.info(
                 "mini-broker: %d filters of %d users",
                 sum(len(u.filters) for u in self._users),
@@ -150,54 +140,67 @@ class MiniBroker:
                 self._sent.popitem(last=False)
         return counts
 
-    def decode(self, payload: bytes) -> tuple[dict[str, Any], ProjectedDecoder | None]:
-        """The alert (projected when possible) and the decoder that projected it, if any."""
-        projector = self._projector
-        if projector is not None:
-            try:
-                projected = projector.decode(payload)
-            except DecodeError:
-                raise
-            except Exception as exc:
-                raise DecodeError(f"not a valid alert: {exc}", codec="avro", raw=payload) from None
-            if projected is not None:
-                return projected, projector
-        return self.serializer.loads(payload), None
-
     def process(
-        self,
-        alerts: Sequence[dict[str, Any]],
-        payloads: Sequence[bytes],
-        projected_by: ProjectedDecoder | None = None,
-    ) -> BatchStats:
-        """Apply every filter to one batch of alerts of a single visit; deliver capped matches.
+        self, payloads: Sequence[bytes], origins: Sequence[str] | None = None
+    ) -> list[BatchStats]:
+        """Decode a batch of messages into columns and apply every filter, visit by visit.
 
-        ``projected_by`` is the decoder that projected ``alerts`` (None: they are complete); if
-        the filters changed since, the batch is decoded again for the new set of fields.
+        A message that does not decode is counted in ``stats.undecodable`` with its origin
+        and left out; the others are served.
         """
+        t0 = time.perf_counter()
+        try:
+            decoded = decode_columns(payloads, self.store.catalog.schema.version)
+        except DecodeError as exc:
+            self.stats.decode_seconds += time.perf_counter() - t0
+            for i in range(len(payloads)):
+                self._undecodable(origins[i] if origins else "?", exc)
+            return []
+        self.stats.decode_seconds += time.perf_counter() - t0
+        for index, reason in decoded.rejected:
+            self._undecodable(origins[index] if origins else "?", reason)
+        results = []
+        for start, stop, visit in _visit_runs(decoded):
+            columns = VisitColumns.from_decoded(decoded, start, stop)
+            kept = [payloads[i] for i in decoded.indices[start:stop]]
+            results.append(self._evaluate(columns, kept, visit, lambda i, k=kept: self._full(k[i])))
+        return results
+
+    def process_alerts(
+        self, alerts: Sequence[dict[str, Any]], payloads: Sequence[bytes]
+    ) -> BatchStats:
+        """The reference path: one visit's alerts already decoded to dicts."""
+        if not alerts:
+            return BatchStats(0, 0.0)
+        return self._evaluate(
+            VisitColumns(alerts), list(payloads), visit_of(alerts[0]), lambda i: alerts[i]
+        )
+
+    def _full(self, payload: bytes) -> dict[str, Any]:
+        return self.serializer.loads(payload)
+
+    def _undecodable(self, origin: str, reason: Any) -> None:
+        self.stats.undecodable.append(f"{origin}: {reason}")
+        log.warning("mini-broker skipped an undecodable message at %s: %s", origin, reason)
+
+    def _evaluate(
+        self,
+        columns: VisitColumns,
+        payloads: Sequence[bytes],
+        visit: int,
+        full: Callable[[int], dict[str, Any]],
+    ) -> BatchStats:
+        """Every user's filters over one visit's columns; deliver the capped matches."""
         users = self.reload()
-        if projected_by is not None and projected_by is not self._projector:
-            alerts = [self.decode(p)[0] for p in payloads]
-            projected_by = self._projector
-        complete: dict[int, dict[str, Any]] = {}
-
-        def full(i: int) -> dict[str, Any]:
-            if projected_by is None:
-                return alerts[i]
-            if i not in complete:
-                complete[i] = self.serializer.loads(payloads[i])
-            return complete[i]
-
         started = time.perf_counter()
-        columns = VisitColumns(alerts)
         masks: list[tuple[UserFilters, np.ndarray, list[np.ndarray]]] = []
         for entry in users:
             per_filter = [compiled.select(columns) for _, compiled in entry.filters]
             masks.append((entry, np.logical_or.reduce(per_filter), per_filter))
-        stats = BatchStats(len(alerts), time.perf_counter() - started)
-        if not alerts:
+        stats = BatchStats(len(columns), time.perf_counter() - started)
+        if not len(columns):
             return stats
-        sent = self._sent_in(visit_of(alerts[0]))
+        sent = self._sent_in(visit)
         delivering = time.perf_counter()
         for entry, mask, per_filter in masks:
             name = entry.user.name
@@ -210,7 +213,7 @@ class MiniBroker:
                     fname for (fname, _), m in zip(entry.filters, per_filter, strict=True) if m[i]
                 ]
                 try:
-                    alert = full(i)
+                    alert = full(int(i))
                 except AlertbenchError as exc:
                     self.stats.output_errors[f"decode:{name}"] += 1
                     log.warning("mini-broker could not decode alert %d in full: %s", i, exc)
@@ -232,7 +235,7 @@ class MiniBroker:
                 stats.truncated[name] += over
         self.stats.deliver_seconds += time.perf_counter() - delivering
         self.stats.batches += 1
-        self.stats.alerts += len(alerts)
+        self.stats.alerts += len(columns)
         self.stats.evaluate_seconds += stats.evaluate_seconds
         self.stats.delivered.update(stats.delivered)
         self.stats.truncated.update(stats.truncated)
@@ -255,20 +258,19 @@ class MiniBroker:
         unless the caller stops the source itself)."""
         started = time.perf_counter()
         deadline = started + duration if duration else None
-        alerts: list[dict[str, Any]] = []
         payloads: list[bytes] = []
+        origins: list[str] = []
         last_arrival = time.monotonic()
         read = 0
         self.reload()
-        decoded_by: list[ProjectedDecoder | None] = [None]
 
         def flush() -> None:
-            if alerts:
-                result = self.process(alerts, payloads, decoded_by[0])
-                if on_batch:
-                    on_batch(result)
-                alerts.clear()
+            if payloads:
+                for result in self.process(payloads, origins):
+                    if on_batch:
+                        on_batch(result)
                 payloads.clear()
+                origins.clear()
 
         while True:
             if max_alerts is not None and read >= max_alerts:
@@ -284,30 +286,23 @@ class MiniBroker:
                 continue
             last_arrival = now
             read += 1
-            payload = received.payload
-            t0 = time.perf_counter()
-            try:
-                alert, projector = self.decode(payload)
-            except DecodeError as exc:
-                self.stats.undecodable.append(f"{received.origin or '?'}: {exc}")
-                log.warning(
-                    "mini-broker skipped an undecodable message at %s: %s", received.origin, exc
-                )
-                continue
-            finally:
-                self.stats.decode_seconds += time.perf_counter() - t0
-            if alerts and (
-                visit_of(alert) != visit_of(alerts[0])
-                or len(alerts) >= BATCH_MAX
-                or projector is not decoded_by[0]
-            ):
+            payloads.append(received.payload)
+            origins.append(received.origin or "?")
+            if len(payloads) >= BATCH_MAX:
                 flush()
-            if not alerts:
-                decoded_by[0] = projector
-            alerts.append(alert)
-            payloads.append(payload)
         flush()
         for output in self.outputs:
             output.flush()
         self.stats.wall_seconds += time.perf_counter() - started
         return self.stats
+
+
+def _visit_runs(decoded: AlertColumns) -> list[tuple[int, int, int]]:
+    """(start, stop, visit) of each run of consecutive rows from one visit."""
+    if not len(decoded):
+        return []
+    column = decoded["diaSource.visit"]
+    visits = np.asarray(column.data)  # type: ignore[union-attr]
+    cuts = np.flatnonzero(visits[1:] != visits[:-1]) + 1
+    bounds = [0, *cuts.tolist(), len(visits)]
+    return [(a, b, int(visits[a])) for a, b in itertools.pairwise(bounds)]

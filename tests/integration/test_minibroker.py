@@ -14,7 +14,6 @@ from alertbench.harness.minibroker_io import (
     VtpUserStreams,
     user_topic,
 )
-from alertbench.refimpl.alert.simulator import AlertSimulator, SimulationConfig
 from alertbench.refimpl.codecs.avro import AvroSerializer
 from alertbench.refimpl.codecs.voevent import VoeventSerializer
 from alertbench.refimpl.minibroker import (
@@ -25,13 +24,14 @@ from alertbench.refimpl.minibroker import (
     StoreError,
 )
 from alertbench.refimpl.minibroker.filters import FilterError
-from alertbench.transports.base import Envelope, Start, TransportError, drain
+from alertbench.transports.base import Envelope, Start, TransportError
 from alertbench.transports.kafka import KafkaTransport
 from alertbench.transports.servers.kafka_cluster import PRODUCER_USER, KafkaCluster
 from alertbench.transports.vtp import VtpTransport
 
 from alertbench.xmlsafe import voevent_xsd
 from tests.support.servers import require_tools
+from tests.support.streams import drain
 
 ALICE_FILTER = "diaSource.snr > 9 and count(prvDiaSources) >= 3"
 BOB_FILTER = "max(prvDiaSources.psfFlux) > 2 * diaSource.psfFlux or diaSource.snr > 30"
@@ -241,33 +241,10 @@ def test_alerts_flow_from_kafka_through_user_filters_to_vtp_and_kafka(
                 sub.poll(0.5)
 
 
-# -- decoding only what the filters read ----------------------------------------------------------
+# -- columnar decode ---------------------------------------------------------------------------
 
 
-def test_projected_decoding_keeps_exactly_the_fields_the_filters_read(alerts, schema) -> None:
-    from alertbench.refimpl.minibroker.projection import ProjectedDecoder
-
-    paths = [("diaSource", "snr"), ("prvDiaSources", "psfFlux"), ("diaObject", "ra")]
-    decoder = ProjectedDecoder(schema, paths)
-    codec = AvroSerializer()
-    for alert in alerts[:20]:
-        got = decoder.decode(codec.dumps(alert))
-        assert set(got) == {"diaSourceId", "diaSource", "prvDiaSources", "diaObject"}
-        # diaSource and prvDiaSources share one named record: it keeps the union of fields.
-        wanted = ("diaSourceId", "visit", "snr", "psfFlux")
-        assert got["diaSource"] == {k: alert["diaSource"][k] for k in wanted}
-        prv = alert["prvDiaSources"] or []
-        assert [p["psfFlux"] for p in got["prvDiaSources"] or []] == [p["psfFlux"] for p in prv]
-        assert (got["diaObject"] is None) == (alert["diaObject"] is None)
-    old_sim = AlertSimulator(
-        SimulationConfig(seed=2, alerts_per_visit_mean=3, alerts_per_visit_sigma=0.0,
-                         schema_version="10.0")
-    )  # fmt: skip
-    other = AvroSerializer("10.0").dumps(old_sim.alert(old_sim.visit(0), 0))
-    assert decoder.decode(other) is None  # another schema version: the caller decodes in full
-
-
-def test_the_service_selects_the_same_alerts_with_or_without_projection(alerts, tmp_path) -> None:
+def test_columnar_decode_and_dicts_select_the_same_alerts(alerts, tmp_path) -> None:
     codec = AvroSerializer()
     payloads = [codec.dumps(a) for a in alerts]
     store = MiniBrokerStore(tmp_path / "mb.sqlite")
@@ -292,12 +269,14 @@ def test_the_service_selects_the_same_alerts_with_or_without_projection(alerts, 
             pass
 
     results = []
-    for project in (True, False):
+    for columnar in (True, False):
         output = Collect()
-        broker = MiniBroker(store, [output], codec, project=project)
+        broker = MiniBroker(store, [output], codec)
         broker.reload(force=True)
-        decoded = [broker.decode(p) for p in payloads]
-        broker.process([a for a, _ in decoded], payloads, decoded[0][1])
+        if columnar:
+            broker.process(payloads)
+        else:
+            broker.process_alerts(alerts, payloads)
         results.append(output.got)
     expected = [
         (a["diaSourceId"], len(a["prvDiaSources"] or []))
@@ -337,10 +316,10 @@ def test_an_output_that_fails_an_alert_stops_nothing_else(alerts, tmp_path) -> N
     picky, other = Picky(), Picky()
     other.name = "other"
     broker = MiniBroker(store, [picky, other], codec)
-    broker.process(alerts, payloads)
+    broker.process(payloads)
     assert len(picky.got) == len(alerts) - 1 and poison not in picky.got
     assert broker.stats.output_errors == {"picky:erin": 1, "other:erin": 1}
-    broker.process(alerts, payloads)  # and it keeps serving
+    broker.process_alerts(alerts, payloads)  # and it keeps serving
     assert len(picky.got) == 2 * (len(alerts) - 1)
 
 

@@ -23,6 +23,8 @@ from alertbench.transports.servers.comet import broker_args, twistd_command
 from alertbench.transports.servers.kafka_cluster import free_port
 from alertbench.transports.vtp import VtpBroker, VtpTransport
 
+VOEVENT_TYPE = "application/x-voevent+xml"
+
 
 def wait_for(predicate, timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
@@ -115,12 +117,13 @@ def main() -> None:
         time.sleep(1.0)  # Comet registers the subscriber after the TCP handshake
         pub = theirs.open_publisher(timeout=10)
         packet = small.dumps(alerts[1])
-        pub.publish(Envelope(payload=packet, content_type="x", alert_id=1))
+        pub.publish(Envelope(payload=packet, content_type=VOEVENT_TYPE, alert_id=1))
         got = sub.poll(15)
-        pub.publish(Envelope(payload=packet, content_type="x", alert_id=1))  # same bytes again
+        # the same bytes again
+        pub.publish(Envelope(payload=packet, content_type=VOEVENT_TYPE, alert_id=1))
         big = full.dumps(alerts[6])
         try:
-            pub.publish(Envelope(payload=big, content_type="x", alert_id=2))
+            pub.publish(Envelope(payload=big, content_type=VOEVENT_TYPE, alert_id=2))
             big_result = "answered"
         except TransportError as exc:
             big_result = f"no answer: {exc}"
@@ -144,7 +147,7 @@ def main() -> None:
         time.sleep(1.0)
         pub = theirs.open_publisher(timeout=15)
         big = full.dumps(alerts[7])
-        pub.publish(Envelope(payload=big, content_type="x", alert_id=3))
+        pub.publish(Envelope(payload=big, content_type=VOEVENT_TYPE, alert_id=3))
         got = sub.poll(20)
         out["full_packet_raised_limit"] = {
             "acked": pub.acked,
@@ -175,7 +178,7 @@ def main() -> None:
             broker.wait_for_subscribers(1, timeout=30)
             pub = VtpTransport(broker.url).open_publisher()
             packet = small.dumps(alerts[4])
-            pub.publish(Envelope(payload=packet, content_type="x", alert_id=4))
+            pub.publish(Envelope(payload=packet, content_type=VOEVENT_TYPE, alert_id=4))
             wait_for(lambda: any(saved.iterdir()), timeout=20)
             files = list(saved.iterdir())
             wait_for(lambda: broker._sessions and broker._sessions[0].acks >= 1, timeout=10)

@@ -34,10 +34,18 @@ def test_rubin_framing_big_endian_schema_id(codec, alerts) -> None:
     assert "schema-id=1101" in codec.content_type
 
 
-def test_cavro_writes_the_same_bytes_as_fastavro(alerts) -> None:
-    fast, cav = AvroSerializer(engine="fastavro"), AvroSerializer(engine="cavro")
+@pytest.mark.parametrize("engine", ["native", "cavro"])
+def test_every_engine_writes_the_same_bytes_as_fastavro(engine, alerts) -> None:
+    fast, other = AvroSerializer(engine="fastavro"), AvroSerializer(engine=engine)
     for alert in alerts:
-        assert cav.dumps(alert) == fast.dumps(alert)
+        data = other.dumps(alert)
+        assert data == fast.dumps(alert)
+        assert other.loads(data) == fast.loads(data)
+
+
+def test_the_native_engine_is_the_default() -> None:
+    assert get_serializer("avro").engine == "native"
+    assert get_serializer("voevent3")._engine.engine == "native"
 
 
 def test_lsst_alert_packet_decodes_our_bytes(schema, alerts) -> None:
@@ -121,10 +129,41 @@ def test_bad_bytes_raise_one_typed_error(codec, alerts, mutate, error, message) 
     assert info.value.raw == data  # the exact bytes are kept for logging / dead-lettering
 
 
-def test_trailing_bytes_are_rejected_by_the_reference_engine(alerts) -> None:
-    codec = AvroSerializer(engine="fastavro")
-    with pytest.raises(DecodeError, match="trailing bytes"):
+@pytest.mark.parametrize("engine", ["native", "fastavro"])
+def test_trailing_bytes_are_rejected(engine, alerts) -> None:
+    codec = AvroSerializer(engine=engine)
+    with pytest.raises(DecodeError, match="trailing byte"):
         codec.loads(codec.dumps(alerts[0]) + b"\x00")
+    glued = codec.dumps(alerts[0]) + codec.dumps(alerts[1])  # two records: never lose one silently
+    with pytest.raises(DecodeError, match="trailing byte"):
+        codec.loads(glued)
+
+
+def test_hostile_bodies_are_decode_errors_in_bounded_memory(alerts) -> None:
+    import resource
+
+    codec = AvroSerializer(engine="native")
+    data = codec.dumps(alerts[0])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for cut in range(1, 3001):  # truncated at every byte of the last 3 KB
+        with pytest.raises(DecodeError):
+            codec.loads(data[:-cut])
+    header = data[:5]
+    # The first field is a long (diaSourceId), then diaSource (a record of longs/doubles):
+    # craft bodies whose first array count is hostile by reusing the header with a tiny body.
+    for count in (2**31, 2**62, -1):
+        zigzag = (count << 1) ^ (count >> 63)
+        varint = bytearray()
+        while True:
+            byte = zigzag & 0x7F
+            zigzag >>= 7
+            varint.append(byte | (0x80 if zigzag else 0))
+            if not zigzag:
+                break
+        with pytest.raises(DecodeError):
+            codec.loads(header + b"\x02" + bytes(varint) * 4)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert (after - before) / 1024 < 200  # MiB: nothing was allocated from a hostile count
 
 
 @settings(

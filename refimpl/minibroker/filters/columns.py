@@ -1,7 +1,9 @@
 """A visit's alerts as numpy columns, built once per visit and shared by every filter.
 
-Filters are evaluated over whole columns, so the only per-alert Python work is pulling each
-*used* field out of the decoded alert dicts, once per visit however many filters read it. Nulls
+Filters are evaluated over whole columns. The service builds them straight from the native
+engine's columnar decode of the visit's messages (:meth:`VisitColumns.from_decoded`: no Python
+object per value); a batch of alert dicts (tests, the reference path) is pulled apart field by
+field, once per visit however many filters read a field. Nulls
 are kept as a validity mask next to the data, so 64-bit ids stay exact integers (a NaN
 placeholder would force them into float64 and lose the low digits of a Rubin id).
 """
@@ -10,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
+from alertbench.refimpl.codecs.columns import AlertColumns
+from alertbench.refimpl.codecs.columns import Column as DecodedColumn
+from alertbench.refimpl.codecs.columns import ListColumn as DecodedList
 from alertbench.refimpl.minibroker.filters.language import BOOL, NUM, RECORD, FieldInfo
 
 _DTYPES = {"int": np.int64, "long": np.int64, "float": np.float64, "double": np.float64}
@@ -55,21 +60,63 @@ def _typed(values: list[Any], info: FieldInfo) -> tuple[np.ndarray, np.ndarray |
 
 
 class VisitColumns:
-    """Lazily extracted columns over one batch of decoded alerts."""
+    """Lazily extracted columns over one batch of alerts: dicts, or a columnar decode."""
 
     def __init__(self, alerts: Sequence[dict[str, Any]]) -> None:
         self.alerts = alerts
+        self._decoded: AlertColumns | None = None
+        self._rows = slice(0, len(alerts))
         self._cache: dict[tuple[str, ...], Column | ListColumn] = {}
 
+    @classmethod
+    def from_decoded(cls, decoded: AlertColumns, start: int = 0, stop: int | None = None) -> Self:
+        """Rows ``start:stop`` of a columnar decode (a visit's contiguous run of alerts)."""
+        columns = cls(())
+        columns._decoded = decoded
+        columns._rows = slice(start, len(decoded) if stop is None else stop)
+        return columns
+
     def __len__(self) -> int:
-        return len(self.alerts)
+        return self._rows.stop - self._rows.start
 
     def get(self, info: FieldInfo) -> Column | ListColumn:
         column = self._cache.get(info.path)
         if column is None:
-            column = self._list(info) if info.type.array else self._scalar(info)
+            if self._decoded is not None:
+                column = self._from_decoded(info)
+            else:
+                column = self._list(info) if info.type.array else self._scalar(info)
             self._cache[info.path] = column
         return column
+
+    def _from_decoded(self, info: FieldInfo) -> Column | ListColumn:
+        assert self._decoded is not None
+        a, b = self._rows.start, self._rows.stop
+        if info.type.array:
+            lists = self._decoded[info.path[0]]
+            assert isinstance(lists, DecodedList)
+            first, last = int(lists.offsets[a]), int(lists.offsets[b])
+            offsets = lists.offsets[a : b + 1] - first
+            if info.type.kind == RECORD:
+                return ListColumn(None, None, offsets)
+            data, valid = self._typed_rows(".".join(info.path), info, first, last)
+            return ListColumn(data, valid, offsets)
+        return Column(*self._typed_rows(".".join(info.path), info, a, b))
+
+    def _typed_rows(
+        self, path: str, info: FieldInfo, a: int, b: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        assert self._decoded is not None
+        column = self._decoded[path]
+        assert isinstance(column, DecodedColumn)
+        valid = None if column.valid is None else column.valid[a:b]
+        if valid is not None and valid.all():
+            valid = None
+        if isinstance(column.data, np.ndarray):
+            dtype = _DTYPES.get(info.avro, np.float64) if info.type.kind == NUM else bool
+            return column.data[a:b].astype(dtype, copy=False), valid
+        values = column.data[a:b] if column.data is not None else []
+        return np.array(["" if v is None else v for v in values], dtype=str), valid
 
     def _scalar(self, info: FieldInfo) -> Column:
         if len(info.path) == 1:
