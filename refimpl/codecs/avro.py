@@ -32,7 +32,7 @@ from alertbench.refimpl.alert.schema import (
     schema_for_id,
 )
 from alertbench.refimpl.codecs.base import Alert
-from alertbench.refimpl.codecs.wire import frame, unframe
+from alertbench.refimpl.codecs.wire import PROTOBUF_ID_BASE, frame, schema_id_of, unframe
 
 from alertbench.errors import ConfigError, DecodeError, EncodeError, FramingError, SchemaError
 
@@ -87,6 +87,13 @@ class AvroSerializer:
     """Rubin alerts as Confluent-framed schemaless Avro. Decodes any shipped schema version."""
 
     name = "avro"
+    media_type = "application/vnd.rubin.alert+avro"
+
+    @staticmethod
+    def recognizes(data: bytes) -> bool:
+        """A Confluent-framed message with a Rubin Avro id (below the other codecs' ranges)."""
+        schema_id = schema_id_of(data)
+        return schema_id is not None and schema_id < PROTOBUF_ID_BASE
 
     def __init__(self, schema_version: str | None = None, engine: str = DEFAULT_ENGINE) -> None:
         self.schema = load_schema(schema_version)

@@ -22,6 +22,8 @@ class Serializer(Protocol):
     and ``loads`` only :class:`alertbench.errors.DecodeError` (which keeps the raw bytes)."""
 
     name: str
+    media_type: str
+    """The content type without parameters; a consumer reading the header picks the codec."""
     content_type: str
 
     def dumps(self, alert: Alert) -> bytes: ...
@@ -37,15 +39,6 @@ SERIALIZERS: dict[str, str] = {
 }
 
 
-CONTENT_TYPES: dict[str, str] = {
-    "application/vnd.rubin.alert+avro": "avro",
-    "application/vnd.rubin.alert+protobuf": "protobuf",
-    "application/x-voevent+xml": "voevent",
-    "application/vnd.ivoa.voevent3+avro": "voevent3",
-}
-"""Media type (without parameters) -> serializer name, for consumers that read the header."""
-
-
 def get_serializer(name: str, **options: Any) -> Serializer:
     """The serializer registered as ``name``, constructed with ``options``."""
     cls = resolve(SERIALIZERS, name, "serializer named", UnknownSerializerError)
@@ -53,13 +46,33 @@ def get_serializer(name: str, **options: Any) -> Serializer:
     return serializer
 
 
+def serializer_classes() -> dict[str, Any]:
+    """Every registered serializer class by name (imports them: for consumers and tools that
+    must recognise any format, never on the hot path of one codec)."""
+    return {
+        name: resolve(SERIALIZERS, name, "serializer named", UnknownSerializerError)
+        for name in SERIALIZERS
+    }
+
+
 def serializer_name_for(content_type: str) -> str:
     """The registered serializer for a message's content type (parameters are ignored)."""
     media_type = content_type.split(";", 1)[0].strip().lower()
+    known = {cls.media_type: name for name, cls in serializer_classes().items()}
     try:
-        return CONTENT_TYPES[media_type]
+        return known[media_type]
     except KeyError:
         raise UnknownSerializerError(
-            f"no serializer for content type {content_type!r} "
-            f"(known: {', '.join(sorted(CONTENT_TYPES))})"
+            f"no serializer for content type {content_type!r} (known: {', '.join(sorted(known))})"
         ) from None
+
+
+def serializer_for_message(data: bytes) -> str:
+    """The registered serializer that recognises one message from its first bytes."""
+    for name, cls in serializer_classes().items():
+        if cls.recognizes(data):
+            return name
+    raise UnknownSerializerError(
+        "not an alert message: no registered serializer recognises its first bytes "
+        f"({bytes(data[:8])!r}...)"
+    )

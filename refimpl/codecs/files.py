@@ -19,29 +19,18 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from alertbench.refimpl.codecs.avro import read_ocf, write_ocf
-from alertbench.refimpl.codecs.base import Alert, Serializer, get_serializer
-from alertbench.refimpl.codecs.wire import PROTOBUF_ID_BASE, VOEVENT3_ID_BASE, schema_id_of
+from alertbench.refimpl.codecs.base import (
+    Alert,
+    Serializer,
+    get_serializer,
+    serializer_for_message,
+)
 
 from alertbench.errors import AlertbenchError
 
 FRAMES_MAGIC = b"ABFR"
 LENGTH = struct.Struct(">I")
 OCF_MAGIC = b"Obj\x01"
-
-
-def serializer_for_message(data: bytes) -> str:
-    """The registered serializer name for one message, from its first bytes."""
-    head = data.lstrip()[:5]
-    if head.startswith(b"<"):
-        return "voevent"
-    schema_id = schema_id_of(data)
-    if schema_id is not None:
-        if schema_id >= VOEVENT3_ID_BASE:
-            return "voevent3"
-        if schema_id >= PROTOBUF_ID_BASE:
-            return "protobuf"
-        return "avro"
-    raise AlertbenchError("not an alert message: neither XML nor a framed binary alert")
 
 
 def read_frames(data: bytes) -> Iterator[bytes]:

@@ -29,7 +29,13 @@ from alertbench.refimpl.codecs.protogen import (
     proto_file_name,
     short_name,
 )
-from alertbench.refimpl.codecs.wire import PROTOBUF_ID_BASE, frame, unframe
+from alertbench.refimpl.codecs.wire import (
+    PROTOBUF_ID_BASE,
+    VOEVENT3_ID_BASE,
+    frame,
+    schema_id_of,
+    unframe,
+)
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from alertbench.errors import DecodeError, EncodeError
@@ -170,6 +176,13 @@ class ProtobufSerializer:
     """Rubin alerts as Protobuf, framed like Rubin's Avro (magic byte + schema id)."""
 
     name = "protobuf"
+    media_type = "application/vnd.rubin.alert+protobuf"
+
+    @staticmethod
+    def recognizes(data: bytes) -> bool:
+        """A Confluent-framed message with an id in the Protobuf range."""
+        schema_id = schema_id_of(data)
+        return schema_id is not None and ID_BASE <= schema_id < VOEVENT3_ID_BASE
 
     def __init__(self, schema_version: str | None = None) -> None:
         self.schema = load_schema(schema_version)

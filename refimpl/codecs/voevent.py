@@ -159,6 +159,13 @@ class VoeventSerializer:
     """VOEvent 2.0 XML for Rubin alerts (``mode``: ``embed`` or ``reference`` cutouts)."""
 
     name = "voevent"
+    media_type = "application/x-voevent+xml"
+
+    @staticmethod
+    def recognizes(data: bytes) -> bool:
+        """An XML document."""
+        return data.lstrip()[:1] == b"<"
+
     content_type = "application/x-voevent+xml"
 
     def __init__(

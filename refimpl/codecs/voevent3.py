@@ -26,7 +26,7 @@ from alertbench.refimpl.alert.schema import AlertSchema, load_schema
 from alertbench.refimpl.codecs.avro import DEFAULT_ENGINE, AvroEngine
 from alertbench.refimpl.codecs.base import Alert
 from alertbench.refimpl.codecs.voevent import CUTOUTS, DEFAULT_IVORN_BASE, MODES, unit_and_ucd
-from alertbench.refimpl.codecs.wire import VOEVENT3_ID_BASE, frame, unframe
+from alertbench.refimpl.codecs.wire import VOEVENT3_ID_BASE, frame, schema_id_of, unframe
 
 from alertbench.errors import ConfigError, DecodeError, EncodeError
 
@@ -283,6 +283,13 @@ class Voevent3Serializer:
     """The VOEvent 3 proposal: a VOEvent whose What is the Rubin alert, in framed binary Avro."""
 
     name = "voevent3"
+    media_type = "application/vnd.ivoa.voevent3+avro"
+
+    @staticmethod
+    def recognizes(data: bytes) -> bool:
+        """A Confluent-framed message with an id in the VOEvent 3 range."""
+        schema_id = schema_id_of(data)
+        return schema_id is not None and schema_id >= ID_BASE
 
     def __init__(
         self,
