@@ -31,12 +31,13 @@ server process named by pid (Kafka's JVMs).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import multiprocessing
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -55,7 +56,16 @@ from alertbench.harness.metrics import (
 )
 from alertbench.harness.pool import alert_pool, with_alert_id
 from alertbench.refimpl.codecs.base import SERIALIZERS, get_serializer
-from alertbench.transports.base import TRANSPORTS, Envelope, Start, get_transport, parse_url
+from alertbench.transports.base import (
+    TRANSPORTS,
+    Envelope,
+    LocalStream,
+    Start,
+    get_transport,
+    local_stream,
+    parse_url,
+    transport_class,
+)
 
 from alertbench.errors import AlertbenchError, ConfigError, TransportError
 from alertbench.registry import resolve
@@ -73,7 +83,6 @@ CONNECT_S = 15.0
 FINISH_GRACE_S = 600.0
 """How long after the publisher is done a subscriber may keep reporting a backlog before it is
 told to stop (what it has by then is kept; the rest counts as lost)."""
-TRANSPORT_KINDS = ("kafka", "grpc", "zmq-pubsub", "zmq-pushpull", "tcp", "vtp")
 
 
 # -- what to run ------------------------------------------------------------------------------
@@ -140,12 +149,18 @@ class Schedule:
 class RunSpec:
     """Everything one run depends on; the result records it back.
 
-    ``transport`` is a URL, or a kind (``tcp``, ``kafka``, ...) for which a local stream is
-    started for this run alone. ``payload``: ``codec`` encodes each alert as it is sent and
-    decodes it at each subscriber; ``pre-encoded`` cycles payloads encoded before the clock and
-    does not decode (``unique_payloads`` encodes every alert with its own id beforehand, for
-    transports that refuse repeated bytes). ``wait_for_subscribers(n)`` is for a server the
-    publisher cannot ask (Comet): it returns once ``n`` subscribers are connected.
+    ``transport`` is a URL, or a registered kind (``tcp``, ``kafka``, ...: see
+    :func:`~alertbench.transports.base.kinds`) for which the transport's local-stream recipe
+    starts a stream for this run alone (``stream_options`` go to that recipe).
+
+    ``payload``: ``codec`` encodes each alert as it is sent and decodes it at each subscriber;
+    ``pre-encoded`` cycles payloads encoded before the clock and does not decode
+    (``unique_payloads`` encodes every alert with its own id beforehand, for transports that
+    refuse repeated bytes). ``payloads`` are the caller's own, already encoded with
+    ``serializer``: payload ``i`` is sent as alert ``i`` (cycled if there are fewer), so a
+    suite can send the very same packets through several transports without encoding them
+    again. ``wait_for_subscribers(n)`` is for a server the publisher cannot ask (Comet): it
+    returns once ``n`` subscribers are connected.
     """
 
     transport: str
@@ -159,8 +174,10 @@ class RunSpec:
     seed: int = 1
     cutout_fraction: float = 1.0
     unique_payloads: bool = False
+    payloads: Sequence[bytes] | None = field(default=None, repr=False)
     serializer_options: Mapping[str, Any] = field(default_factory=dict)
     transport_options: Mapping[str, Any] = field(default_factory=dict)
+    stream_options: Mapping[str, Any] = field(default_factory=dict)
     partitions: int = 3
     server_pids: tuple[int, ...] = ()
     wait_for_subscribers: Callable[[int], None] | None = None
@@ -180,6 +197,8 @@ class RunSpec:
             raise ConfigError(f"idle_timeout must be positive, not {self.idle_timeout}")
         if self.schedule.count < 1:
             raise ConfigError("a run sends at least one alert")
+        if self.payloads is not None and (self.payload != "pre-encoded" or not self.payloads):
+            raise ConfigError("payloads are pre-encoded (payload='pre-encoded'), at least one")
 
 
 @dataclass
@@ -223,6 +242,9 @@ class RunResult:
     latency_us: dict[str, float]
     latency_cdf_us: list[list[float]]
     latency_histogram: dict[str, Any]
+    latency_out_of_range: int
+    """Latencies outside the histogram's range (over 1 h, or negative: a clock fault), counted
+    and clamped to its edge, never dropped (details in ``latency_histogram``)."""
     within_60s_fraction: float
     cpu_seconds: float
     """The publisher's process (with any subscriber threads and in-process servers) plus every
@@ -244,61 +266,36 @@ class RunResult:
         return asdict(self)
 
 
-# -- local streams for a transport kind -------------------------------------------------------
+# -- the stream: a URL as given, or a kind's local stream ----------------------------------
 
 
 @contextlib.contextmanager
-def transport_url(kind: str, cluster: Any = None) -> Iterator[tuple[str, list[int]]]:
-    """A fresh URL for ``kind`` (and the pids of external servers whose CPU counts).
+def open_stream(spec: RunSpec, shared: Any = None) -> Iterator[tuple[str, LocalStream | None]]:
+    """``(url, stream)``: ``spec.transport`` as it is when it is a URL (stream None), or a fresh
+    local stream of that kind from the transport's own recipe (:func:`local_stream`), started
+    for this run and stopped after it.
 
-    Kafka needs ``cluster`` (a running KafkaCluster): a new topic per call. gRPC and VTP get a
-    server of their own in this process for the duration; ZeroMQ and TCP a free port.
+    ``shared`` is what the transport's ``shared_resources()`` gave, when the caller keeps it
+    across runs (one Kafka cluster for a whole matrix, a topic per run); without it a kind that
+    needs a server starts one of its own. ``spec.stream_options`` go to the recipe (Kafka:
+    ``bootstrap_servers`` to use a running cluster); a recipe that takes ``partitions`` gets
+    ``spec.partitions``, so its topic is created with them.
     """
-    import uuid
-
-    from alertbench.transports.servers.kafka_cluster import free_port
-
-    if kind == "kafka":
-        if cluster is None:
-            raise ConfigError("a kafka stream needs a running cluster (see local_target)")
-        yield (
-            f"kafka://{cluster.bootstrap_servers}/run-{uuid.uuid4().hex[:8]}",
-            [n.pid for n in cluster.nodes],
-        )
-    elif kind == "grpc":
-        from alertbench.transports.grpc import AlertStreamServer
-
-        with AlertStreamServer(window=200_000) as server:
-            yield server.url, []
-    elif kind.startswith("zmq-") and kind.split("-", 1)[1] in ("pubsub", "pushpull"):
-        yield f"zmq+tcp://127.0.0.1:{free_port()}?pattern={kind.split('-', 1)[1]}", []
-    elif kind == "tcp":
-        yield f"tcp://127.0.0.1:{free_port()}", []
-    elif kind == "vtp":
-        from alertbench.transports.vtp import VtpBroker
-
-        with VtpBroker() as broker:
-            yield broker.url, []
-    else:
-        raise ConfigError(
-            f"unknown transport kind {kind!r}; choose from {', '.join(TRANSPORT_KINDS)}"
-        )
-
-
-@contextlib.contextmanager
-def local_target(transport: str) -> Iterator[tuple[str, list[int]]]:
-    """``(url, server pids)`` for a URL (as is) or a kind (a local stream, Kafka included)."""
-    if "://" in transport:
-        yield transport, []
+    if "://" in spec.transport:
+        if spec.stream_options:
+            raise ConfigError("stream_options are for a transport kind, not a URL")
+        yield spec.transport, None
         return
-    if transport == "kafka":
-        from alertbench.transports.servers.kafka_cluster import local_kafka
-
-        with local_kafka() as (_, cluster), transport_url("kafka", cluster) as target:
-            yield target
-        return
-    with transport_url(transport) as target:
-        yield target
+    recipe = transport_class(spec.transport).local_stream
+    options = dict(spec.stream_options)
+    accepted = inspect.signature(recipe).parameters
+    if "partitions" in accepted:
+        options.setdefault("partitions", spec.partitions)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        raise ConfigError(f"the {spec.transport} local stream takes no option {', '.join(unknown)}")
+    with local_stream(spec.transport, shared=shared, **options) as stream:
+        yield stream.url, stream
 
 
 # -- the subscriber: one loop, run as a process or a thread ----------------------------------
@@ -313,6 +310,7 @@ class _Job:
     url: str
     transport_target: str
     transport_options: dict[str, Any]
+    subscriber_options: dict[str, Any]
     codec: tuple[str, str, dict[str, Any]] | None
     n: int
     shared: bool
@@ -335,20 +333,16 @@ def _build(target: str, *args: Any, **kwargs: Any) -> Any:
     return resolve({"x": target}, "x", "class", AlertbenchError)(*args, **kwargs)
 
 
-def _counters(subscriber: Any) -> dict[str, int]:
-    """Wire and error counters a transport's client keeps, whichever way it exposes them."""
-    counters = getattr(subscriber, "counters", None)
-    out: dict[str, int] = {}
-    if callable(counters):
-        out.update({k: int(v) for k, v in counters().items() if isinstance(v, int | float)})
-    for name in ("bytes_sent", "bytes_received", "duplicates", "gaps"):
-        value = getattr(subscriber, name, None)
-        if isinstance(value, int) and name not in out:
-            out[name] = value
-    errors = getattr(subscriber, "errors", None)
-    if isinstance(errors, list):
-        out.setdefault("errors", len(errors))
-    return out
+def _counters(client: Any) -> dict[str, int]:
+    """A publisher's or subscriber's ``counters()`` (wire bytes, duplicates, errors...), the
+    numbers only, so they travel back from a subscriber process and into results.json."""
+    return {k: int(v) for k, v in client.counters().items() if isinstance(v, int | float)}
+
+
+receipt_clock_ns: Callable[[], int] = time.time_ns
+"""The clock a subscriber reads when it has an alert: the publisher's clock (one clock for
+every process on the machine). A module attribute so a test can skew it for subscriber
+threads and see a clock fault counted (:class:`~.metrics.LatencyHistogram`)."""
 
 
 def _subscribe(
@@ -359,7 +353,7 @@ def _subscribe(
     try:
         codec = _build(job.codec[1], **job.codec[2]) if job.codec else None
         transport = _build(job.transport_target, job.url, **job.transport_options)
-        subscriber = transport.open_subscriber(Start.latest())
+        subscriber = transport.open_subscriber(Start.latest(), **job.subscriber_options)
     except Exception as exc:  # reported to the parent, which raises it
         put({"index": job.index, "error": f"could not subscribe: {type(exc).__name__}: {exc}"})
         ready.set()
@@ -397,7 +391,7 @@ def _subscribe(
                         with shared.get_lock():
                             shared.value += 1
                     continue
-            if tally.arrived(envelope.alert_id, time.time_ns()) and job.shared:
+            if tally.arrived(envelope.alert_id, receipt_clock_ns()) and job.shared:
                 with shared.get_lock():
                     shared.value += 1
     except Exception as exc:  # a transport failure: the run is invalid, the parent raises it
@@ -497,6 +491,9 @@ class _Role:
 def _payloads(spec: RunSpec, codec: Any) -> Callable[[int], bytes]:
     """Payload of alert ``i``: encoded now (codec mode) or looked up (pre-encoded, done here,
     before the clock starts)."""
+    if spec.payloads is not None:
+        given = spec.payloads
+        return lambda i: given[i % len(given)]
     pool = alert_pool(spec.pool_size, spec.seed, spec.cutout_fraction)
     size = len(pool)
     if spec.payload == "codec":
@@ -567,48 +564,47 @@ def _publish(
     return _Published(t0, late, payload_bytes, time.perf_counter() - started, int(left or 0))
 
 
-def _wait_for_subscribers(spec: RunSpec, publisher: Any, transport: Any, n: int) -> None:
+def _wait_for_subscribers(
+    spec: RunSpec, publisher: Any, stream: LocalStream | None, n: int
+) -> None:
+    """Return once ``n`` subscribers are in place: asked of the spec's callable (a server no
+    one can ask, such as Comet), else of the local stream (whose broker counts them where the
+    publisher cannot: VTP, gRPC), else of the publisher."""
     if spec.wait_for_subscribers is not None:
         spec.wait_for_subscribers(n)
-        return
-    for owner in (publisher, transport):
-        wait = getattr(owner, "wait_for_subscribers", None)
-        if callable(wait):
-            wait(n, timeout=CONNECT_S)
-            return
-
-
-def _prepare(transport: Any, partitions: int) -> None:
-    prepare = getattr(transport, "prepare", None)
-    if callable(prepare):
-        prepare(partitions)
-    elif callable(getattr(transport, "ensure_topic", None)):
-        transport.ensure_topic(partitions=partitions)
-
-
-def _options(transport: Any, url: str, spec: RunSpec) -> dict[str, Any]:
-    """The options the run used: the transport's resolved ones where it reports them, else
-    what the URL and the spec set."""
-    resolved = getattr(transport, "options", None)
-    if isinstance(resolved, Mapping):
-        return dict(resolved)
-    return {**parse_url(url)[3], **spec.transport_options}
+    elif stream is not None:
+        stream.wait_for_subscribers(publisher, n, timeout=CONNECT_S)
+    else:
+        publisher.wait_for_subscribers(n, timeout=CONNECT_S)
 
 
 # -- the run ----------------------------------------------------------------------------------
 
 
-def run(spec: RunSpec, progress: Any = None) -> RunResult:
-    """Run ``spec`` once and measure it (see the module docstring for the sequence)."""
-    with local_target(spec.transport) as (url, pids):
-        return _run(spec, url, [*spec.server_pids, *pids], progress)
+def run(spec: RunSpec, progress: Any = None, *, shared: Any = None) -> RunResult:
+    """Run ``spec`` once and measure it (see the module docstring for the sequence).
+
+    ``shared``: the transport's shared resources when ``spec.transport`` is a kind and the
+    caller keeps them across runs (see :func:`open_stream`)."""
+    with open_stream(spec, shared) as (url, stream):
+        pids = [*spec.server_pids, *(stream.server_pids if stream is not None else [])]
+        return _run(spec, url, stream, pids, progress)
 
 
-def _run(spec: RunSpec, url: str, server_pids: list[int], progress: Any) -> RunResult:
+def _run(
+    spec: RunSpec, url: str, stream: LocalStream | None, server_pids: list[int], progress: Any
+) -> RunResult:
     codec = get_serializer(spec.serializer, **spec.serializer_options)
     transport = get_transport(url, **spec.transport_options)
-    _prepare(transport, spec.partitions)
     caps = transport.capabilities
+    if not caps.carries(codec.content_type):
+        raise ConfigError(
+            f"{url} does not carry {codec.content_type} ({spec.serializer}); it carries "
+            + ", ".join(caps.content_types)
+        )
+    if spec.subscriber_role == "process" and not caps.interprocess:
+        raise ConfigError(f"{url}: subscribers of this transport must be threads of this process")
+    transport.prepare(spec.partitions)
     fanout = bool(caps.fanout)
     n = spec.schedule.count
     payload_for = _payloads(spec, codec)
@@ -620,6 +616,7 @@ def _run(spec: RunSpec, url: str, server_pids: list[int], progress: Any) -> RunR
             url=url,
             transport_target=TRANSPORTS[scheme],
             transport_options=dict(spec.transport_options),
+            subscriber_options=dict(stream.subscriber_options) if stream is not None else {},
             codec=(
                 (spec.serializer, SERIALIZERS[spec.serializer], dict(spec.serializer_options))
                 if spec.payload == "codec"
@@ -643,7 +640,7 @@ def _run(spec: RunSpec, url: str, server_pids: list[int], progress: Any) -> RunR
         roles = [_Role(job, stop, published, shared) for job in jobs]
         for role in roles:
             role.wait_ready()
-        _wait_for_subscribers(spec, publisher, transport, len(roles))
+        _wait_for_subscribers(spec, publisher, stream, len(roles))
         cpu0 = own_cpu_seconds()
         sent = _publish(
             publisher, spec.schedule, payload_for, codec.content_type, intended, progress,
@@ -670,7 +667,7 @@ def _run(spec: RunSpec, url: str, server_pids: list[int], progress: Any) -> RunR
         }
         for pid in server_pids
     ]
-    options = {**_options(transport, url, spec), "unacknowledged": sent.unacknowledged}
+    options = {**transport.resolved_options(), "unacknowledged": sent.unacknowledged}
     return _result(spec, url, caps, fanout, options, intended, sent, reports, publisher,
                    publisher_cpu, servers)  # fmt: skip
 
@@ -767,6 +764,7 @@ def _result(
         latency_us=latency.summary(),
         latency_cdf_us=latency.cdf(),
         latency_histogram=latency.to_dict(),
+        latency_out_of_range=latency.out_of_range,
         within_60s_fraction=latency.fraction_within(int(VISIT_BUDGET_S * 1e6)),
         cpu_seconds=cpu,
         server_cpu_seconds=server_cpu,

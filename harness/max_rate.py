@@ -1,26 +1,25 @@
 """The maximum sustainable rate of a transport x serialization, found as OpenMessaging does.
 
-A rate is *sustainable* when, offered at a constant R alerts/s for a while, the publisher keeps to
-the schedule (at most 1% of alerts sent late by more than 50 ms), nothing is lost, and latency
-from the intended send time stays bounded (p99 under ``latency_bound_s``). The search doubles R
-from ``start`` until a rate fails, then bisects between the last good and the first bad rate.
-The answer is what the ranking's headroom should be measured against: a burst's throughput is
-not a rate a stream can hold.
+A rate controller over the engine: each probe is one engine run with a constant-rate schedule
+(R alerts/s for a few seconds, codec in the loop, the subscriber in a process of its own unless
+told otherwise: the same layout as every other run). A rate is *sustainable* when nothing is
+lost or undecodable, at most 1% of alerts are late (:data:`metrics.LATE_NS`), and p99 latency
+from the intended send time stays under ``latency_bound_s``. The search doubles R from ``start``
+until a rate fails, then bisects between the last good and the first bad rate. The answer is
+what the ranking's headroom should be measured against: a burst's throughput is not a rate a
+stream can hold.
 """
 
 from __future__ import annotations
 
-import threading
-import time
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from alertbench.harness.visit_bench import LSST_RATE, ChildSubscriber, alert_pool, with_alert_id
-from alertbench.refimpl.codecs.base import get_serializer
-from alertbench.transports.base import Envelope, get_transport
-from hdrh.histogram import HdrHistogram
-
-LATE_NS = 50_000_000
+from alertbench.harness.engine import RunResult, RunSpec, Schedule, run
+from alertbench.harness.metrics import LSST_RATE, MAX_LATE_FRACTION
+from alertbench.transports.base import transport_class
 
 
 @dataclass
@@ -28,99 +27,76 @@ class Step:
     rate: float
     sent: int
     received: int
+    lost: int
+    duplicates: int
+    decode_errors: int
     late_fraction: float
+    p50_ms: float
     p99_ms: float
     max_ms: float
     sustainable: bool
 
+    @classmethod
+    def of(cls, rate: float, result: RunResult, latency_bound_s: float) -> Step:
+        lat = result.latency_us
+        p99_ms = lat["p99"] / 1e3
+        return cls(
+            rate=rate,
+            sent=result.alerts_sent,
+            received=result.alerts_received,
+            lost=result.lost,
+            duplicates=result.duplicates,
+            decode_errors=result.decode_errors,
+            late_fraction=result.late_fraction,
+            p50_ms=lat["p50"] / 1e3,
+            p99_ms=p99_ms,
+            max_ms=lat["max"] / 1e3,
+            sustainable=(
+                result.lost == 0
+                and result.decode_errors == 0
+                and result.alerts_received == result.alerts_sent
+                and result.late_fraction <= MAX_LATE_FRACTION
+                and p99_ms <= latency_bound_s * 1e3
+            ),
+        )
+
 
 def offer(
-    url: str,
+    transport: str,
     serializer: str,
     rate: float,
     seconds: float,
-    pool: list[dict],
     latency_bound_s: float,
-    subscriber_process: bool = False,
+    *,
+    pool_size: int = 100,
+    seed: int = 1,
+    subscriber_role: str = "process",
+    server_pids: tuple[int, ...] = (),
+    shared: Any = None,
+    stream_options: Mapping[str, Any] | None = None,
 ) -> Step:
     """Offer ``rate`` alerts/s for ``seconds`` to one subscriber; is it sustainable?
 
-    ``subscriber_process`` runs the subscriber in a child process (see ``run_visit``)."""
-    codec = get_serializer(serializer)
-    transport = get_transport(url)
-    if hasattr(transport, "ensure_topic"):
-        transport.ensure_topic(partitions=3)
-    n = max(1, int(rate * seconds))
-    idle = max(5.0, latency_bound_s * 2)
-    child = ChildSubscriber(url, serializer, n, idle, {}) if subscriber_process else None
-    sub: Any = child if child is not None else transport.open_subscriber()
-    pub = transport.open_publisher()
-    wait = getattr(pub, "wait_for_subscribers", None)
-    if wait is not None:
-        wait(1, timeout=10)
-    histogram = HdrHistogram(1, 600_000_000, 3)
-    got: set[int] = set()
-    intended_by_id: dict[int, int] = {}  # for transports that carry only the packet (VTP)
-
-    def consume() -> None:
-        while child is None and len(got) < n:
-            item = sub.poll(idle)
-            if item is None:
-                return
-            codec.loads(item.envelope.payload)
-            alert_id = item.envelope.alert_id
-            intended = item.envelope.t_intended_ns or intended_by_id.get(alert_id, time.time_ns())
-            histogram.record_value(max(1, (time.time_ns() - intended) // 1000))
-            got.add(item.envelope.alert_id)
-
-    thread = threading.Thread(target=consume, daemon=True)
-    thread.start()
-    t0 = time.time_ns() + 100_000_000
-    late = 0
-    for i in range(n):
-        intended = t0 + int(i * 1e9 / rate)
-        intended_by_id[i] = intended
-        delay = (intended - time.time_ns()) / 1e9
-        if delay > 0:
-            time.sleep(delay)
-        elif -delay * 1e9 > LATE_NS:
-            late += 1
-        pub.publish(
-            Envelope(
-                payload=codec.dumps(with_alert_id(pool[i % len(pool)], i)),
-                content_type=codec.content_type,
-                alert_id=i,
-                t_intended_ns=intended,
-                sequence=i,
-            )
-        )
-    pub.flush(60)
-    thread.join(timeout=seconds + 60)
-    if child is not None:
-        for alert_id, t_received, t_envelope in child.finish(seconds + 120)["received"]:
-            intended = t_envelope or intended_by_id.get(alert_id, t_received)
-            histogram.record_value(max(1, (t_received - intended) // 1000))
-            got.add(alert_id)
-    sub.close()
-    pub.close()
-    p99 = histogram.get_value_at_percentile(99.0) / 1e3
-    step = Step(
-        rate=rate,
-        sent=n,
-        received=len(got),
-        late_fraction=late / n,
-        p99_ms=p99,
-        max_ms=histogram.get_max_value() / 1e3,
-        sustainable=False,
+    ``transport`` is a URL or a kind (a fresh local stream for this step; ``shared`` and
+    ``stream_options`` as for :func:`.engine.run`)."""
+    spec = RunSpec(
+        transport=transport,
+        serializer=serializer,
+        schedule=Schedule.constant_rate(rate, seconds),
+        payload="codec",
+        subscriber_role=subscriber_role,
+        idle_timeout=max(5.0, latency_bound_s * 2),
+        pool_size=pool_size,
+        seed=seed,
+        server_pids=server_pids,
+        stream_options=dict(stream_options or {}),
+        label=f"{rate:,.0f} alerts/s",
     )
-    step.sustainable = (
-        step.received == n and step.late_fraction <= 0.01 and p99 <= latency_bound_s * 1e3
-    )
-    return step
+    return Step.of(rate, run(spec, shared=shared), latency_bound_s)
 
 
 def find_max_rate(
-    url_for_step,
+    transport: str | Callable[[], str],
     serializer: str,
     start: float = 50.0,
     seconds: float = 6.0,
@@ -129,37 +105,49 @@ def find_max_rate(
     pool_size: int = 100,
     seed: int = 1,
     progress: Any = None,
-    subscriber_process: bool = False,
+    subscriber_role: str = "process",
+    shared: Any = None,
+    stream_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Search the maximum sustainable rate; ``url_for_step()`` gives a fresh URL per step."""
-    pool = alert_pool(pool_size, seed)
-    steps: list[Step] = []
-    good, bad = 0.0, None
-    rate = start
-    for _ in range(max_steps):
-        url = url_for_step()
-        step = offer(
-            url, serializer, rate, seconds, pool, latency_bound_s,
-            subscriber_process=subscriber_process,
-        )  # fmt: skip
-        steps.append(step)
-        if progress is not None:
-            progress.console.print(
-                f"  {rate:,.0f} alerts/s: {'sustained' if step.sustainable else 'not sustained'}"
-                f" (received {step.received}/{step.sent}, late {step.late_fraction:.1%}, p99 "
-                f"{step.p99_ms:,.0f} ms)",
-                markup=False,
-            )
-        if step.sustainable:
-            good = rate
-        else:
-            bad = rate
-        if bad is None:
-            rate *= 2
-        elif bad - good <= max(5.0, 0.1 * bad):
-            break
-        else:
-            rate = (good + bad) / 2 if good else bad / 2
+    """Search the maximum sustainable rate.
+
+    ``transport`` is a transport kind (a fresh local stream per step, from the transport's own
+    recipe; what its streams share, such as a Kafka cluster, is started once for the search
+    unless the caller passes it as ``shared`` or points ``stream_options`` at a running one),
+    a URL, or a callable giving a fresh URL per step."""
+    with ExitStack() as stack:
+        kind = isinstance(transport, str) and "://" not in transport
+        if kind and shared is None and not stream_options:
+            shared = stack.enter_context(transport_class(str(transport)).shared_resources())
+        steps: list[Step] = []
+        good, bad = 0.0, None
+        rate = start
+        for _ in range(max_steps):
+            target = transport() if callable(transport) else transport
+            step = offer(
+                target, serializer, rate, seconds, latency_bound_s,
+                pool_size=pool_size, seed=seed, subscriber_role=subscriber_role,
+                shared=shared if kind else None, stream_options=stream_options if kind else None,
+            )  # fmt: skip
+            steps.append(step)
+            if progress is not None:
+                progress.console.print(
+                    f"  {rate:,.0f} alerts/s: "
+                    f"{'sustained' if step.sustainable else 'not sustained'} (received "
+                    f"{step.received}/{step.sent}, late {step.late_fraction:.1%}, p99 "
+                    f"{step.p99_ms:,.0f} ms)",
+                    markup=False,
+                )
+            if step.sustainable:
+                good = rate
+            else:
+                bad = rate
+            if bad is None:
+                rate *= 2
+            elif bad - good <= max(5.0, 0.1 * bad):
+                break
+            else:
+                rate = (good + bad) / 2 if good else bad / 2
     return {
         "serializer": serializer,
         "max_sustainable_rate": good,
@@ -167,5 +155,6 @@ def find_max_rate(
         "latency_bound_s": latency_bound_s,
         "seconds_per_step": seconds,
         "steps": [asdict(s) for s in steps],
-        "subscriber_process": subscriber_process,
+        "subscriber_role": subscriber_role,
+        "subscriber_process": subscriber_role == "process",
     }

@@ -129,11 +129,17 @@ class LatencyHistogram:
         return self.above_range + self.below_range
 
     def percentile(self, p: float) -> float:
+        """The latency at percentile ``p``: the upper edge of its bucket (within 0.1%)."""
         return float(self._h.get_value_at_percentile(p)) if self.count else 0.0
+
+    def _reported(self, p: float) -> float:
+        """A percentile as reported: never above the true maximum, which a bucket's upper edge
+        can pass by up to the histogram's resolution (a p99 over the max reads as a bug)."""
+        return min(self.percentile(p), float(max(self.max_us, 0)))
 
     def summary(self) -> dict[str, float]:
         """p50, p90, p99, p99.9 and the true max, in microseconds (the results' ``latency_us``)."""
-        out = {f"p{p:g}": self.percentile(p) for p in PERCENTILES}
+        out = {f"p{p:g}": self._reported(p) for p in PERCENTILES}
         out["max"] = float(self.max_us)
         return out
 
@@ -141,7 +147,7 @@ class LatencyHistogram:
         """``[[percentile, latency_us], ...]``: enough to draw the CDF."""
         if not self.count:
             return []
-        return [[p, self.percentile(p)] for p in CDF_PERCENTILES]
+        return [[p, self._reported(p)] for p in CDF_PERCENTILES]
 
     def fraction_within(self, limit_us: int) -> float:
         """The share of alerts whose latency was at most ``limit_us``.

@@ -5,29 +5,37 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from alertbench.harness import matrix
-from alertbench.harness.visit_bench import environment, run_visit
-from alertbench.transports.servers.kafka_cluster import free_port
+from alertbench.harness.engine import RunSpec, Schedule, run
+from alertbench.harness.environment import environment
+from alertbench.refimpl.codecs.avro import AvroSerializer
+from alertbench.refimpl.codecs.base import SERIALIZERS
 
 
-def test_latency_is_measured_from_the_timestamps(alerts) -> None:
+class SlowAvro(AvroSerializer):
+    """Avro whose decode takes 20 ms more: a consumer that cannot keep up."""
+
+    def loads(self, data: bytes) -> dict:
+        time.sleep(0.02)
+        return super().loads(data)
+
+
+def test_latency_is_measured_from_the_timestamps(monkeypatch: pytest.MonkeyPatch) -> None:
     # A consumer that takes 20 ms per alert: the harness must see it in the latency.
-    payloads = [b"x" * 1000] * 10
-    url = f"tcp://127.0.0.1:{free_port()}"
-    fast = run_visit(url, payloads, "application/octet-stream", n_alerts=30)
-    url = f"tcp://127.0.0.1:{free_port()}"
-    slow = run_visit(
-        url,
-        payloads,
-        "application/octet-stream",
-        n_alerts=30,
-        decode=lambda payload: time.sleep(0.02),
-    )
-    assert fast.alerts_received == slow.alerts_received == 30
-    assert fast.latency_us["p50"] < 20_000
-    assert slow.latency_us["p50"] >= 20_000  # the injected delay is there
+    monkeypatch.setitem(SERIALIZERS, "slow-avro", f"{__name__}:SlowAvro")
+
+    def burst(serializer: str) -> dict:
+        spec = RunSpec("tcp", serializer, Schedule.burst(30), subscriber_role="thread",
+                       pool_size=10)  # fmt: skip
+        return run(spec).row()
+
+    fast, slow = burst("avro"), burst("slow-avro")
+    assert fast["alerts_received"] == slow["alerts_received"] == 30
+    assert fast["latency_us"]["p50"] < 20_000
+    assert slow["latency_us"]["p50"] >= 20_000  # the injected delay is there
     # queued behind 29 slow decodes: the last alert waited ~0.6 s from its intended send time
-    assert slow.latency_us["max"] >= 30 * 20_000 * 0.9
+    assert slow["latency_us"]["max"] >= 30 * 20_000 * 0.9
 
 
 def _row(transport: str, serializer: str, rate: float, lost: int = 0) -> dict:
@@ -83,7 +91,8 @@ def test_a_results_json_regenerates_the_same_report(tmp_path) -> None:
     again = matrix.write_report(tmp_path).read_bytes()
     assert first == again
     data = json.loads((tmp_path / "results.json").read_text())
-    assert data["environment"]["cpus"] and data["environment"]["git_commit"]
+    assert data["kind"] == "matrix" and data["schema_version"] == 1
+    assert data["environment"]["cpus"] and data["git_commit"]
     for png in ("throughput-latency.png", "latency-cdf.png", "sizes.png"):
         assert (tmp_path / png).stat().st_size > 10_000
         assert f"]({png})" in first.decode()
@@ -92,7 +101,7 @@ def test_a_results_json_regenerates_the_same_report(tmp_path) -> None:
 def test_the_published_voevent3_evidence_is_generated_from_the_published_json() -> None:
     from pathlib import Path
 
-    from alertbench.harness import evidence
+    from alertbench.harness.report import evidence
 
     results = Path(__file__).resolve().parents[2] / "results"
     assert evidence.render(results) == (results / "voevent3-evidence.md").read_text()
@@ -100,7 +109,6 @@ def test_the_published_voevent3_evidence_is_generated_from_the_published_json() 
 
 def test_with_a_max_rate_search_the_ranking_uses_the_sustainable_rate(tmp_path) -> None:
     from alertbench.harness.matrix import LSST_RATE, run_matrix, write_results
-    from alertbench.harness.visit_bench import environment
 
     rows = run_matrix(["tcp"], ["avro"], 200, pool_size=20, max_rate_seconds=1.0)
     (row,) = rows
@@ -114,23 +122,44 @@ def test_with_a_max_rate_search_the_ranking_uses_the_sustainable_rate(tmp_path) 
     assert f"sustains {row['max_sustainable_rate']:,.0f} alerts/s" in report
 
 
-def test_a_subscriber_in_its_own_process_reports_its_latency_cpu_and_memory() -> None:
-    from alertbench.harness.visit_bench import alert_pool, with_alert_id
-    from alertbench.refimpl.codecs.base import get_serializer
+READ_BY_THE_REPORT = {
+    "transport", "serializer", "alerts_per_second", "headroom", "megabytes_per_second",
+    "bytes_per_alert", "latency_us", "latency_cdf_us", "lost", "decode_errors",
+    "cores_per_stream_at_lsst_rate", "mbit_per_stream_at_lsst_rate", "visit_seconds_at_lsst_size",
+    "capabilities", "subscriber_peak_rss_mb",
+}  # fmt: skip
 
-    codec = get_serializer("avro")
-    pool = alert_pool(10, 1)
-    result = run_visit(
-        f"tcp://127.0.0.1:{free_port()}",
-        [],
-        codec.content_type,
-        n_alerts=200,
-        idle_timeout=10,
-        make_payload=lambda i: codec.dumps(with_alert_id(pool[i % len(pool)], i)),
-        decode=codec.loads,
-        subscriber_process="avro",
-    )
-    assert result.alerts_received == 200 and result.duplicates == 0
-    assert result.subscriber_peak_rss_mb and result.subscriber_peak_rss_mb > 50
-    assert 0 < result.latency_us["p50"] <= result.latency_us["max"] < 10_000_000
-    assert len(result.latency_cdf_us) > 10 and result.cpu_seconds > 0
+
+@pytest.mark.parametrize("processes", [True, False], ids=["process", "thread"])
+def test_each_combination_is_an_engine_burst_on_the_transport_s_own_stream(
+    processes: bool, tmp_path
+) -> None:
+    rows = matrix.run_matrix(
+        ["tcp", "zmq-pushpull", "vtp"], ["avro"], 100, pool_size=10,
+        subscriber_processes=processes,
+    )  # fmt: skip
+    # VTP carries VOEvent only: its capabilities, not a list in the matrix, leave it out
+    assert [(r["transport"], r["serializer"]) for r in rows] == [
+        ("tcp", "avro"),
+        ("zmq-pushpull", "avro"),
+    ]
+    for row in rows:
+        assert set(row) >= READ_BY_THE_REPORT
+        assert row["alerts_received"] == 100 and row["lost"] == 0 and row["decode_errors"] == 0
+        assert row["payload"] == "codec" and row["schedule"]["kind"] == "burst"
+        assert row["subscriber_role"] == ("process" if processes else "thread")
+        assert (row["subscriber_peak_rss_mb"] or 0) > (50 if processes else -1)
+        assert row["headroom"] == row["alerts_per_second"] / matrix.LSST_RATE
+        assert 0 < row["latency_us"]["p50"] <= row["latency_us"]["p99"] <= row["latency_us"]["max"]
+    report = matrix.write_results(rows, environment(), tmp_path, 100).read_text()
+    assert "| tcp | avro |" in report and "| zmq-pushpull | avro |" in report
+    assert ("in a process of its own" in report) == processes
+
+
+def test_the_matrix_offers_every_registered_transport_that_crosses_processes() -> None:
+    from alertbench.transports.base import kinds
+
+    offered = matrix.transport_kinds()
+    assert offered == kinds(interprocess=True)
+    assert {"tcp", "zmq-pubsub", "zmq-pushpull", "grpc", "kafka", "vtp"} <= set(offered)
+    assert "memory" not in offered  # its subscribers cannot live in another process

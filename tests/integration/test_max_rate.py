@@ -30,3 +30,17 @@ def test_search_doubles_then_bisects_and_reports_the_last_sustained_rate() -> No
         if step["sustainable"]:
             assert step["received"] == step["sent"] and step["late_fraction"] <= 0.01
     assert result["headroom_over_lsst"] == result["max_sustainable_rate"] / (10_000 / 39)
+
+
+def test_a_kind_gets_a_fresh_local_stream_per_step_and_each_step_is_an_engine_run() -> None:
+    result = find_max_rate(
+        "zmq-pushpull", "protobuf", start=40.0, seconds=1.0, max_steps=2, pool_size=10,
+        subscriber_role="thread",
+    )  # fmt: skip
+    assert result["subscriber_role"] == "thread" and not result["subscriber_process"]
+    assert [s["rate"] for s in result["steps"]] == [40.0, 80.0]  # 40 and 80/s hold easily
+    for step in result["steps"]:
+        assert step["sustainable"] and step["sent"] == step["received"] == step["rate"]
+        assert step["lost"] == step["decode_errors"] == step["duplicates"] == 0
+        assert 0 < step["p50_ms"] <= step["p99_ms"] <= step["max_ms"]
+    assert result["max_sustainable_rate"] == 80.0

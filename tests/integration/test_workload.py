@@ -95,3 +95,15 @@ def test_the_alert_size_mix_drops_cutouts_from_the_chosen_share() -> None:
     assert Workload(name="all", visits=1, alerts_per_visit=10, alert_pool=5).pool()[0][
         "cutoutTemplate"
     ]
+
+
+def test_a_workload_over_a_kind_with_subscriber_threads() -> None:
+    w = Workload(name="tiny-threads", visits=1, alerts_per_visit=50, cadence_s=1.0,
+                 burst_window_s=0.3, subscribers=2, alert_pool=10)  # fmt: skip
+    row = run_workload(w, "zmq-pubsub", "protobuf", roles="threads")
+    assert row["roles"] == "threads" and row["subscriber_role"] == "thread"
+    assert row["transport_url"].startswith("zmq+tcp://127.0.0.1:")  # its own local stream
+    assert row["alerts_received_per_subscriber"] == [50, 50] and row["lost"] == 0
+    assert row["workload"]["name"] == "tiny-threads" and row["schedule"]["kind"] == "paced"
+    with pytest.raises(AlertbenchError, match="roles"):
+        run_workload(w, "zmq-pubsub", "protobuf", roles="fibers")
