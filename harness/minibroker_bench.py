@@ -8,7 +8,6 @@ deliver VOEvents over VTP to connected subscribers and Avro to per-user Kafka to
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import statistics
 import tempfile
@@ -17,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from alertbench.harness.environment import environment
+from alertbench.harness.metrics import LSST_RATE
 from alertbench.harness.minibroker_io import KafkaUserTopics, SubscriberInput, VtpUserStreams
-from alertbench.harness.visit_bench import LSST_RATE, alert_pool, environment
+from alertbench.harness.pool import alert_pool
 from alertbench.refimpl.codecs.avro import AvroSerializer
 from alertbench.refimpl.codecs.columns import decode_columns
 from alertbench.refimpl.minibroker import MiniBroker, MiniBrokerStore
@@ -228,45 +229,16 @@ def run_minibroker_bench(
 
 
 def write(result: dict[str, Any], out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    path = out_dir / "report.md"
-    path.write_text(render(result))
-    return path
+    """results.json (kind ``minibroker``, the one results schema) and report.md from it."""
+    from alertbench.harness.report import render as report
+    from alertbench.harness.report import results as schema
+
+    schema.write_results(out_dir / schema.RESULTS_FILE, "minibroker", result)
+    return report.write_report(out_dir)
 
 
 def render(r: dict[str, Any]) -> str:
-    ev, sv, env = r["evaluation_ms"], r["service"], r["environment"]
-    dec = r["decode_us_per_alert"]
-    lines = [
-        f"# Mini-broker: {r['filters']} filters of {r['users']} users over a "
-        f"{r['alerts']:,}-alert visit",
-        "",
-        f"Command: `{env.get('command', '?')}`. Machine: {env.get('machine', '?')}, "
-        f"{env.get('cpus', '?')} CPUs, Python {env.get('python', '?')}. Generated from "
-        "results.json by `alertbench minibroker bench`; medians of "
-        f"{r['repeats']} repeats where repeated.",
-        "",
-        "| measure | value |",
-        "| --- | ---: |",
-        f"| build columns from decoded alerts | {ev['columns_median']:,.1f} ms |",
-        f"| evaluate all {r['filters']} filters | {ev['filters_median']:,.1f} ms |",
-        f"| both (per visit) | {ev['total_median']:,.1f} ms |",
-        f"| per alert per filter | {ev['ns_per_alert_per_filter']:,.1f} ns |",
-        f"| decode one alert in full | {dec['full_median']:,.0f} µs |",
-        f"| decode one alert projected onto the {dec['fields_read_by_filters']} fields the "
-        f"filters read | {dec['projected_median']:,.0f} µs |",
-        f"| service throughput (Kafka in, decode, filter, deliver) | "
-        f"{sv['alerts_per_second']:,.0f} alerts/s |",
-        f"| ...of which decoding | {sv['decode_seconds']:,.2f} s |",
-        f"| ...of which filtering | {sv['evaluate_seconds']:,.2f} s |",
-        f"| ...of which delivering (VOEvent encoding, VTP, Kafka) | "
-        f"{sv['deliver_seconds']:,.2f} s |",
-        f"| a full visit through the service | {r['service_visit_seconds']} s |",
-        f"| service rate / LSST average rate | {r['service_over_lsst_rate']}x |",
-        f"| alerts delivered (VTP events received / Kafka) | {r['vtp_events_received']:,} / "
-        f"{r['kafka_delivered']:,} |",
-        f"| alerts truncated by the per-visit cap | {sum(sv['truncated'].values()):,} |",
-        "",
-    ]
-    return "\n".join(lines)
+    """The Markdown report, from the JSON alone: report/render.py."""
+    from alertbench.harness.report.render import render as render_doc
+
+    return render_doc(r)
