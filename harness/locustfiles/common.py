@@ -31,7 +31,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import gevent
-from alertbench.harness.visit_bench import alert_pool
+from alertbench.harness.pool import alert_pool
 from alertbench.refimpl.codecs.base import get_serializer
 from alertbench.transports.base import Envelope, local_stream
 from locust import User, constant_throughput, task

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alertbench.harness.cli import main
 
 
@@ -127,3 +128,131 @@ def test_minibroker_commands_register_list_and_refuse(tmp_path, capsys, monkeypa
     assert "filter 'bright' removed" in capsys.readouterr().out
     assert main(["minibroker", "filter", "list", "--db", db]) == 0
     assert capsys.readouterr().out == ""
+
+
+# --------------------------------------------------------------------------- as a user runs it
+
+ROOT = Path(__file__).resolve().parents[2]
+EXE = Path(sys.executable).parent / "alertbench"
+
+
+def test_version_names_the_installed_alertbench() -> None:
+    import alertbench
+
+    for command in ([str(EXE)], [sys.executable, "-m", "alertbench.harness.cli"]):
+        result = subprocess.run(
+            [*command, "--version"], capture_output=True, text=True, check=True, timeout=60
+        )
+        assert result.stdout.strip() == f"alertbench {alertbench.__version__}"
+
+
+def test_every_command_has_help() -> None:
+    """Every parser builds and documents itself (a broken one fails here, not in a user's run)."""
+    from alertbench.harness.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    nested = {"minibroker": [["user", "add"], ["filter", "add"], ["serve"], ["bench"]]}
+    for name in commands:
+        for rest in nested.get(name, [[]]):
+            with pytest.raises(SystemExit) as stop:
+                main([name, *rest, "--help"])
+            assert stop.value.code == 0, name
+
+
+def _ocf(path: Path, alerts: list[dict]) -> Path:
+    from alertbench.refimpl.codecs.avro import write_ocf
+
+    with path.open("wb") as fp:
+        write_ocf(fp, iter(alerts))
+    return path
+
+
+@pytest.fixture(scope="module")
+def mistakes(tmp_path_factory, alerts) -> dict[str, subprocess.CompletedProcess]:
+    """Every user mistake below, each run as its own ``alertbench`` process (all at once: each
+    pays the interpreter's start-up, and the machine has two cores)."""
+    work = tmp_path_factory.mktemp("mistakes")
+    whole = _ocf(work / "visit.avro", alerts[:3]).read_bytes()
+    header = len(_ocf(work / "empty.avro", []).read_bytes())  # a valid OCF with no block
+    (work / "truncated.avro").write_bytes(whole[: header + (len(whole) - header) // 2])
+    (work / "no-results").mkdir()
+    (work / "a-folder").mkdir()
+    cases = {
+        "simulate --limit -5": ["simulate", "--limit", "-5", "-o", str(work / "x.avro")],
+        "simulate --visits -1": ["simulate", "--visits", "-1", "-o", str(work / "x.avro")],
+        "sizes --per-visit -3": ["sizes", "--per-visit", "-3"],
+        "inspect a missing file": ["inspect", str(work / "nothing-here.avro")],
+        "inspect a folder": ["inspect", str(work / "a-folder")],
+        "inspect a truncated OCF": ["inspect", str(work / "truncated.avro")],
+        "inspect an OCF without blocks": ["inspect", str(work / "empty.avro")],
+        "convert to a folder": [
+            "convert", "--to", "protobuf", str(work / "visit.avro"), str(work / "a-folder")
+        ],
+        "report a folder without results": ["report", str(work / "no-results")],
+        "report a missing folder": ["report", str(work / "nowhere")],
+        "--db naming a folder": [
+            "minibroker", "filter", "list", "--db", str(work / "a-folder"), "--token", "t"
+        ],
+        "max-rate --transport URL": ["max-rate", "--transport", "kafka://h:9092/t"],
+        "matrix --transports typo": ["matrix", "--transports", "kafak"],
+        "run an unknown workload": ["run", "no-such-workload", "--transport", "tcp"],
+        "compare runs of different kinds": [
+            "compare", str(ROOT / "results/2026-11-24-matrix"), str(ROOT / "results/2026-11-24-vtp")
+        ],
+        "an unknown command": ["simulat"],
+    }  # fmt: skip
+    running = {
+        name: subprocess.Popen(
+            [str(EXE), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=work
+        )
+        for name, argv in cases.items()
+    }
+    done = {}
+    for name, proc in running.items():
+        stdout, stderr = proc.communicate(timeout=120)
+        done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return done
+
+
+MISTAKES = {
+    "simulate --limit -5": "argument --limit: must be a positive whole number, got -5",
+    "simulate --visits -1": "argument --visits: must be a positive whole number, got -1",
+    "sizes --per-visit -3": "argument --per-visit: must be a positive whole number, got -3",
+    "inspect a missing file": "nothing-here.avro: no such file",
+    "inspect a folder": "a-folder: not a file",
+    "inspect a truncated OCF": "truncated.avro is truncated",
+    "inspect an OCF without blocks": "no alerts in this avro-ocf file",
+    "convert to a folder": "a-folder: is a folder",
+    "report a folder without results": "holds no results.json",
+    "report a missing folder": "nowhere: no such folder",
+    "--db naming a folder": "a-folder: is a folder",
+    "max-rate --transport URL": "'kafka://h:9092/t' is a URL",
+    "matrix --transports typo": "did you mean 'kafka'?",
+    "run an unknown workload": "no workload 'no-such-workload'",
+    "compare runs of different kinds": "cannot compare a matrix run",
+    "an unknown command": "invalid choice: 'simulat'",
+}
+
+
+@pytest.mark.parametrize("case", sorted(MISTAKES))
+def test_a_mistake_is_one_line_and_exit_status_2(mistakes, case) -> None:
+    result = mistakes[case]
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("alertbench: error: ")
+    assert MISTAKES[case] in lines[0]
+    assert result.stdout == ""
+
+
+def test_an_unexpected_failure_keeps_its_traceback(monkeypatch) -> None:
+    """Only a user's mistake is turned into one line; a bug must stay reportable."""
+    from alertbench.harness.cli import alerts as alert_commands
+
+    def broken(args) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(alert_commands, "cmd_schemas", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["schemas"])

@@ -11,15 +11,24 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
-from alertbench.harness.cli import console, out
+from alertbench.harness.cli.console import console, out, positive_float, positive_int
 
-from alertbench.errors import AlertbenchError
+from alertbench.errors import AlertbenchError, ConfigError
 
 DEFAULT_DB = Path("minibroker.sqlite")
 
 
-def _store(args: argparse.Namespace):
+def db_file(text: str) -> Path:
+    """The SQLite store: a file (made if missing), never a folder."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a folder; give the store's file name")
+    return path
+
+
+def _store(args: argparse.Namespace) -> Any:
     from alertbench.refimpl.alert.schema import load_schema
     from alertbench.refimpl.minibroker import MiniBrokerStore
     from alertbench.refimpl.minibroker.filters import FieldCatalog
@@ -87,13 +96,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from alertbench.harness.minibroker_io import KafkaUserTopics, SubscriberInput, VtpUserStreams
     from alertbench.refimpl.minibroker import MiniBroker
-    from alertbench.transports.base import Start
+    from alertbench.transports.base import Start, parse_url
     from alertbench.transports.kafka import KafkaTransport
 
+    scheme, bootstrap, topic, _ = parse_url(args.kafka)
+    if scheme != "kafka" or not topic:
+        raise ConfigError(f"--kafka {args.kafka!r}: give kafka://HOST:PORT/TOPIC of the stream")
     auth = {"user": args.kafka_user, "password": args.kafka_password}
     with ExitStack() as stack:
         store = stack.enter_context(_store(args))
-        bootstrap, topic = args.kafka.split("://", 1)[-1].split("/", 1)
         vtp = VtpUserStreams(store.authenticate, port=args.vtp_port)
         stack.callback(vtp.close)
         outputs = [vtp, KafkaUserTopics(f"kafka://{bootstrap}", **auth)]
@@ -129,6 +140,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from alertbench.harness import minibroker_bench
+    from alertbench.harness.cli.bench import write_run
     from alertbench.transports.servers.kafka_cluster import local_kafka
 
     with local_kafka(args.bootstrap_servers, announce=console.print) as (bootstrap, _):
@@ -140,13 +152,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
             repeats=args.repeats,
             announce=console.print,
         )
-    path = minibroker_bench.write(result, args.output)
+    path = write_run(args.output, "minibroker", result, args)
     out.print(path.read_text(), markup=False, highlight=False)
     out.print(f"wrote {path}")
     return 0
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from alertbench.harness.cli.bench import output_folder
+
     mb = sub.add_parser(
         "minibroker",
         help="the mini-broker: user filters over the full stream, VOEvent/VTP and Kafka out",
@@ -158,7 +172,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     mbsub = mb.add_subparsers(dest="minibroker_command", required=True)
 
     def common(p: argparse.ArgumentParser, token: bool = False) -> None:
-        p.add_argument("--db", type=Path, default=DEFAULT_DB, help="the SQLite store")
+        p.add_argument("--db", type=db_file, default=DEFAULT_DB, help="the SQLite store")
         p.add_argument(
             "--schema-version", default=None, help="alert schema filters are checked against"
         )
@@ -174,8 +188,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     add = user.add_parser("add", help="create a user and print their token once")
     add.add_argument("name")
-    add.add_argument("--alerts-per-visit", type=int, default=20)
-    add.add_argument("--max-filters", type=int, default=10)
+    add.add_argument("--alerts-per-visit", type=positive_int, default=20)
+    add.add_argument("--max-filters", type=positive_int, default=10)
     add.add_argument(
         "--kafka", default=None, help="kafka://host:port of a SCRAM cluster: grant topic access"
     )
@@ -208,9 +222,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--group", default="minibroker", help="consumer group")
     serve.add_argument("--from-earliest", action="store_true", help="start at the oldest alert")
     serve.add_argument("--vtp-port", type=int, default=8099, help="VTP port users connect to")
-    serve.add_argument("--duration", type=float, default=None, help="stop after this many s")
-    serve.add_argument("--max-alerts", type=int, default=None, help="stop after this many")
-    serve.add_argument("--idle-stop", type=float, default=None, help="stop after s without alerts")
+    serve.add_argument(
+        "--duration", type=positive_float, default=None, help="stop after this many s"
+    )
+    serve.add_argument("--max-alerts", type=positive_int, default=None, help="stop after this many")
+    serve.add_argument(
+        "--idle-stop", type=positive_float, default=None, help="stop after s without alerts"
+    )
     kafka_auth(serve)
     common(serve)
     serve.set_defaults(func=cmd_serve)
@@ -218,10 +236,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bench = mbsub.add_parser(
         "bench", help="N filters over a full visit: evaluation time and service throughput"
     )
-    bench.add_argument("--filters", type=int, default=100)
-    bench.add_argument("--users", type=int, default=10)
-    bench.add_argument("--alerts", type=int, default=10_000)
-    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--filters", type=positive_int, default=100)
+    bench.add_argument("--users", type=positive_int, default=10)
+    bench.add_argument("--alerts", type=positive_int, default=10_000)
+    bench.add_argument("--repeats", type=positive_int, default=5)
     bench.add_argument("--bootstrap-servers", default=None, help="use this Kafka, start none")
-    bench.add_argument("-o", "--output", type=Path, default=Path("out/minibroker"))
+    bench.add_argument("-o", "--output", type=output_folder, default=Path("out/minibroker"))
     bench.set_defaults(func=cmd_bench)

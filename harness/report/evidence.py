@@ -6,9 +6,10 @@ results folder, none is typed here. Each claim names the run it comes from.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from alertbench.harness.report.results import load_results
 
 SERIALIZERS_RUN = "2026-11-24-serializers"
 MATRIX_RUN = "2026-11-24-matrix-processes"
@@ -16,8 +17,9 @@ MINIBROKER_RUN = "2026-11-24-minibroker"
 VTP_RUN = "2026-11-24-vtp"
 
 
-def _load(results: Path, run: str, name: str) -> dict[str, Any]:
-    return json.loads((results / run / name).read_text())
+def _load(results: Path, run: str) -> dict[str, Any]:
+    """A published run's results document (migrated: ``git_commit`` at the top level)."""
+    return load_results(results / run)
 
 
 def _ratios(bench: dict[str, Any], variant: str) -> dict[str, dict[str, float]]:
@@ -25,10 +27,10 @@ def _ratios(bench: dict[str, Any], variant: str) -> dict[str, dict[str, float]]:
 
 
 def render(results: Path) -> str:
-    bench = _load(results, SERIALIZERS_RUN, "bench.json")
-    matrix = _load(results, MATRIX_RUN, "results.json")
-    vtp = _load(results, VTP_RUN, "results.json")
-    mini = _load(results, MINIBROKER_RUN, "results.json")
+    bench = _load(results, SERIALIZERS_RUN)
+    matrix = _load(results, MATRIX_RUN)
+    vtp = _load(results, VTP_RUN)
+    mini = _load(results, MINIBROKER_RUN)
     full, bare = _ratios(bench, "full"), _ratios(bench, "no-cutouts")
     xml, v3 = full["voevent"], full["voevent3"]
     xml_bare, v3_bare = bare["voevent"], bare["voevent3"]
@@ -89,7 +91,7 @@ def render(results: Path) -> str:
         f"Run `{MATRIX_RUN}` ({matrix['alerts_per_combination']:,} alerts per combination and "
         "each combination's maximum sustainable rate, codec in the loop, publisher and "
         "subscriber in separate processes on 2 cores, commit "
-        f"{matrix['environment']['git_commit'][:12]}):",
+        f"{matrix['git_commit'][:12]}):",
         "",
         f"- Best VOEvent 2.0 XML: {rate(best_xml)} ({best_xml['transport']}, "
         f"{best_xml['headroom']:.2f}x LSST's average rate), a 10,000-alert visit in "
@@ -104,8 +106,7 @@ def render(results: Path) -> str:
         "",
         "## 3. VTP is workable for reduced streams, not for the full stream",
         "",
-        f"Run `{VTP_RUN}` ({vtp['alerts']:,} VOEvent packets, commit "
-        f"{vtp['environment']['git_commit'][:12]}):",
+        f"Run `{VTP_RUN}` ({vtp['alerts']:,} VOEvent packets, commit {vtp['git_commit'][:12]}):",
         "",
     ]
     if ours is not None:

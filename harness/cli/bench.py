@@ -1,0 +1,382 @@
+"""Benchmark and report commands: kafka-visit, matrix, run, max-rate, vtp-bench, evidence,
+report, compare.
+
+Each benchmark runs the harness, then writes one results document through
+:func:`alertbench.harness.report.results.write_results` (kind, machine, library versions,
+command, commit and the command's resolved options, secrets redacted) and renders its report
+from that file alone, so ``alertbench report`` on the folder later gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from alertbench.harness.cli.console import (
+    console,
+    existing_folder,
+    options_of,
+    out,
+    output_file,
+    positive_float,
+    positive_int,
+    progress,
+    transport_kind,
+)
+from alertbench.harness.report.results import RESULTS_FILE, write_results
+from alertbench.refimpl.codecs.base import SERIALIZERS
+
+
+def write_run(
+    folder: Path, kind: str, payload: dict[str, Any], args: argparse.Namespace, **kw: Any
+) -> Path:
+    """``folder/results.json`` and ``folder/report.md`` (with plots); the report's path."""
+    from alertbench.harness.report.render import write_report
+
+    write_results(folder / RESULTS_FILE, kind, payload, options=options_of(args), **kw)
+    return write_report(folder)
+
+
+def output_folder(text: str) -> Path:
+    """A run's folder (results.json, report.md, plots): anything but an existing file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a file; give a folder for the run")
+    return path
+
+
+def kind_or_url(text: str) -> str:
+    """``alertbench run``'s target: a URL as it is, or a registered kind (checked now)."""
+    return text if "://" in text else transport_kind()(text)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_kafka_visit(args: argparse.Namespace) -> int:
+    from alertbench.harness.kafka_visit import kafka_visits
+
+    if not args.bootstrap_servers:
+        console.print("starting a local Kafka (KRaft, 1 broker)...")
+    results = []
+    with progress() as bar:
+        visits = kafka_visits(
+            args.compression,
+            n_alerts=args.alerts,
+            pool_size=args.pool,
+            seed=args.seed,
+            bootstrap_servers=args.bootstrap_servers,
+            progress=bar,
+        )
+        for codec, result in zip(args.compression, visits, strict=True):
+            results.append(result)
+            out.print(
+                f"{codec:>7}: {result.alerts_received:,}/{result.alerts_sent:,} alerts in "
+                f"{result.end_to_end_seconds:.1f} s = {result.alerts_per_second:,.0f} alerts/s, "
+                f"{result.megabytes_per_second:,.0f} MB/s, latency p50 "
+                f"{result.latency_us['p50'] / 1000:,.1f} ms p99 "
+                f"{result.latency_us['p99'] / 1000:,.1f} ms"
+            )
+    path = write_run(args.output, "kafka-visit", {"results": [r.row() for r in results]}, args)
+    out.print(f"report: {path}")
+    out.print(path.read_text(), markup=False, highlight=False)
+    lost = [r for r in results if r.alerts_received < r.alerts_sent]
+    return 1 if lost else 0
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from alertbench.harness import matrix
+
+    with progress() as bar:
+        rows = matrix.run_matrix(
+            args.transports,
+            args.serializers,
+            args.alerts,
+            pool_size=args.pool,
+            seed=args.seed,
+            progress=bar,
+            bootstrap_servers=args.bootstrap_servers,
+            max_rate_seconds=args.max_rate,
+            subscriber_processes=not args.subscriber_thread,
+        )
+    payload = {"alerts_per_combination": args.alerts, "results": rows}
+    path = write_run(args.output, "matrix", payload, args)
+    out.print(f"report: {path}")
+    out.print(path.read_text(), markup=False, highlight=False)
+    return 0
+
+
+def cmd_vtp_bench(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from alertbench.harness import vtp_bench
+    from alertbench.harness.report.results import command_line
+    from alertbench.transports.servers.comet import comet_venv
+
+    if not args.inside_namespace:
+        if not args.no_comet:
+            comet_venv()  # install before entering the namespace, which has no network
+        cmd = [sys.executable, "-m", "alertbench.harness.cli", *sys.argv[1:], "--inside-namespace"]
+        script = "ip link set lo up && exec " + " ".join(f"'{c}'" for c in cmd)
+        return subprocess.run(["unshare", "-n", "sh", "-c", script]).returncode
+    venv = None if args.no_comet else comet_venv()
+    rows = vtp_bench.run(args.alerts, venv, with_kafka=not args.no_kafka)
+    command = command_line(["alertbench", *(a for a in sys.argv[1:] if a != "--inside-namespace")])
+    path = write_run(
+        args.output, "vtp", {"alerts": args.alerts, "results": rows}, args, command=command
+    )
+    out.print(path.read_text(), markup=False, highlight=False)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from alertbench.harness.workload import Workload, run_workload
+
+    workload = Workload.load(args.workload)
+    with progress() as bar:
+        row = run_workload(
+            workload,
+            args.transport,
+            args.serializer,
+            progress=bar,
+            roles="threads" if args.threads else "processes",
+        )
+    row["transport"] = args.transport
+    lat = row["latency_us"]
+    out.print(
+        f"{workload.name} over {args.transport} x {args.serializer}: {row['alerts_sent']:,} "
+        f"alerts offered at {row['offered_alerts_per_second']:,.0f}/s to "
+        f"{workload.subscribers} subscriber(s); lost {row['lost']:,}, duplicates "
+        f"{row['duplicates']:,}, sent behind schedule {row['sent_behind_schedule']:,}; latency "
+        f"p50 {lat['p50'] / 1e3:,.1f} ms, p99 {lat['p99'] / 1e3:,.1f} ms, max "
+        f"{lat['max'] / 1e3:,.1f} ms; {row['within_60s_fraction'] * 100:.2f}% within 60 s; "
+        f"{row['cores_per_stream_at_lsst_rate']:.2f} cores per stream at LSST's rate",
+        markup=False,
+    )
+    roles = row.get("processes")
+    if roles and roles.get("subscribers"):
+        subs = roles["subscribers"]
+        out.print(
+            f"processes: publisher {roles['publisher']['cpu_seconds']:.1f} CPU s, peak "
+            f"{roles['publisher']['peak_rss_mb']:,.0f} MB; subscribers "
+            + ", ".join(f"{p['cpu_seconds']:.1f} s/{p['peak_rss_mb']:,.0f} MB" for p in subs)
+            + f"; servers {roles.get('servers_cpu_seconds', 0.0):.1f} CPU s",
+            markup=False,
+        )
+    if args.output:
+        path = write_results(args.output, "workload-run", row, options=options_of(args))
+        out.print(f"wrote {path}")
+    return 0 if row["lost"] == 0 else 1
+
+
+def cmd_max_rate(args: argparse.Namespace) -> int:
+    from alertbench.harness.max_rate import find_max_rate
+
+    with progress() as bar:  # a fresh local stream per step; Kafka: one cluster, a topic each
+        result = find_max_rate(
+            args.transport,
+            args.serializer,
+            start=args.start,
+            seconds=args.seconds,
+            latency_bound_s=args.latency_bound,
+            progress=bar,
+        )
+    result["transport"] = args.transport
+    out.print(
+        f"{args.transport} x {args.serializer}: maximum sustainable rate "
+        f"{result['max_sustainable_rate']:,.0f} alerts/s = {result['headroom_over_lsst']:.2f}x "
+        f"LSST's average rate (p99 <= {args.latency_bound:g} s, nothing lost, <=1% late)",
+        markup=False,
+    )
+    if args.output:
+        path = write_results(args.output, "max-rate", result, options=options_of(args))
+        out.print(f"wrote {path}")
+    return 0
+
+
+def cmd_evidence(args: argparse.Namespace) -> int:
+    from alertbench.harness.report import evidence
+
+    out.print(f"wrote {evidence.write(args.results)}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from alertbench.harness.report.render import write_reports
+
+    for path in write_reports(args.folder):
+        out.print(f"wrote {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from alertbench.harness.report.compare import compare, format_comparison
+
+    out.print(format_comparison(compare(args.a, args.b)), markup=False, highlight=False)
+    return 0
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from alertbench.transports.base import kinds
+
+    interprocess = kinds(interprocess=True)
+    serializers = sorted(SERIALIZERS)
+
+    vis = sub.add_parser(
+        "kafka-visit",
+        help="one visit of realistic alerts through Kafka per compression codec, ranked",
+        description="Start a local Kafka (or use --bootstrap-servers), publish one visit of "
+        "realistic pre-encoded alerts per compression codec while a subscriber consumes it, and "
+        "write results.json and a ranked report.md.",
+    )
+    vis.add_argument("--alerts", type=positive_int, default=10_000, help="alerts in the visit")
+    vis.add_argument(
+        "--pool", type=positive_int, default=500, help="distinct simulated alerts to cycle"
+    )
+    vis.add_argument("--seed", type=int, default=1)
+    vis.add_argument(
+        "--compression",
+        nargs="+",
+        default=["none", "lz4", "zstd", "snappy"],
+        help="codecs to compare (default: none lz4 zstd snappy)",
+    )
+    vis.add_argument("--bootstrap-servers", default=None, help="use this cluster, start none")
+    vis.add_argument("-o", "--output", type=output_folder, default=Path("out/kafka-visit"))
+    vis.set_defaults(func=cmd_kafka_visit)
+
+    mat = sub.add_parser(
+        "matrix",
+        help="every transport x serialization on the same alerts, ranked against LSST",
+        description="Start the servers each transport needs (a local Kafka, a gRPC server, a "
+        "VTP broker), push the same realistic alerts through every transport x serialization "
+        "with the codec in the loop, and write results.json, a ranked report.md and plots.",
+    )
+    mat.add_argument("--alerts", type=positive_int, default=1000, help="alerts per combination")
+    mat.add_argument("--pool", type=positive_int, default=200, help="distinct simulated alerts")
+    mat.add_argument("--seed", type=int, default=1)
+    mat.add_argument(
+        "--transports",
+        nargs="+",
+        type=transport_kind(interprocess=True),
+        default=interprocess,
+        metavar="KIND",
+        help=f"transports to run (default all: {' '.join(interprocess)})",
+    )
+    mat.add_argument(
+        "--serializers",
+        nargs="+",
+        choices=serializers,
+        default=serializers,
+        metavar="NAME",
+        help=f"serializations to run (default all: {' '.join(serializers)})",
+    )
+    mat.add_argument("--bootstrap-servers", default=None, help="use this Kafka, start none")
+    mat.add_argument(
+        "--max-rate",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="also search each combination's maximum sustainable rate, SECONDS per step",
+    )
+    mat.add_argument(
+        "--subscriber-thread",
+        action="store_true",
+        help="run the subscriber as a thread of the publisher's process (default: a process of "
+        "its own, as a broker's consumer would be)",
+    )
+    mat.add_argument("-o", "--output", type=output_folder, default=Path("out/matrix"))
+    mat.set_defaults(func=cmd_matrix)
+
+    vb = sub.add_parser(
+        "vtp-bench",
+        help="the same VOEvents through tcp, Kafka, our VTP broker and Comet, in one run",
+        description="Measure VTP's cost: publish the same VOEvent packets through the tcp "
+        "baseline, Kafka, alertbench's VTP broker and Comet 3.1.0 (installed from PyPI into its "
+        "own environment), inside a loopback-only network namespace (unshare -n).",
+    )
+    vb.add_argument("--alerts", type=positive_int, default=10_000)
+    vb.add_argument("--no-kafka", action="store_true")
+    vb.add_argument("--no-comet", action="store_true")
+    vb.add_argument("-o", "--output", type=output_folder, default=Path("out/vtp-bench"))
+    vb.add_argument("--inside-namespace", action="store_true", help=argparse.SUPPRESS)
+    vb.set_defaults(func=cmd_vtp_bench)
+
+    run = sub.add_parser(
+        "run",
+        help="run a workload file (LSST's schedule, paced) over one transport and serialization",
+        description="Run a declarative workload (harness/workloads/*.yaml, or a path) over one "
+        "transport and serialization, paced by its schedule, with its number of subscribers; "
+        "latency runs from each alert's intended send time to after decode.",
+    )
+    run.add_argument(
+        "workload", help="a YAML file, or a name: lsst-design-night, peak-visit, quick-night"
+    )
+    run.add_argument(
+        "--transport",
+        type=kind_or_url,
+        default="kafka",
+        help=f"a transport kind ({', '.join(kinds())}) or a URL",
+    )
+    run.add_argument("--serializer", default="avro", choices=serializers)
+    run.add_argument(
+        "--threads",
+        action="store_true",
+        help="run the subscribers as threads of this process (default: one process each)",
+    )
+    run.add_argument(
+        "-o", "--output", type=output_file, default=None, help="write the results JSON"
+    )
+    run.set_defaults(func=cmd_run)
+
+    mr = sub.add_parser(
+        "max-rate",
+        help="search the maximum sustainable rate of one transport x serialization",
+        description="Offer constant rates (doubling, then bisecting) to one subscriber; a rate "
+        "is sustainable when nothing is lost, <=1%% of alerts are sent >50 ms late and p99 "
+        "latency stays under the bound.",
+    )
+    mr.add_argument(
+        "--transport",
+        type=transport_kind(interprocess=True),
+        default="tcp",
+        help=f"a transport kind: {', '.join(interprocess)} (a local stream is started)",
+    )
+    mr.add_argument("--serializer", default="avro", choices=serializers)
+    mr.add_argument("--start", type=positive_float, default=50.0, help="first rate tried, alerts/s")
+    mr.add_argument("--seconds", type=positive_float, default=6.0, help="duration of each step")
+    mr.add_argument("--latency-bound", type=positive_float, default=1.0, help="p99 bound, seconds")
+    mr.add_argument("-o", "--output", type=output_file, default=None, help="write the results JSON")
+    mr.set_defaults(func=cmd_max_rate)
+
+    ev = sub.add_parser(
+        "evidence",
+        help="regenerate results/voevent3-evidence.md from the published runs",
+    )
+    ev.add_argument("--results", type=existing_folder, default=Path("results"))
+    ev.set_defaults(func=cmd_evidence)
+
+    rep = sub.add_parser(
+        "report",
+        help="regenerate report.md and plots from results.json (one run, or every run in a "
+        "folder such as results/)",
+    )
+    rep.add_argument(
+        "folder", type=existing_folder, help="a run folder, or a folder of run folders"
+    )
+    rep.set_defaults(func=cmd_report)
+
+    cmp_ = sub.add_parser(
+        "compare",
+        help="ratios (B/A) of the key figures of two runs of the same kind",
+        description="Print the key figures of two runs side by side with their ratio B/A "
+        "(alerts/s, latency, losses, sizes: what the kind measures). Runs of different kinds "
+        "are refused.",
+    )
+    cmp_.add_argument("a", type=Path, help="run A: a folder with results.json, or the file")
+    cmp_.add_argument("b", type=Path, help="run B")
+    cmp_.set_defaults(func=cmd_compare)
