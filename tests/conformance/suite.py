@@ -530,7 +530,8 @@ class TransportSuite:
             for alert_id in trailer:
                 pub.publish(source.envelope(alert_id))
                 item = slow.poll(self.idle_s)
-                assert item is not None and item.envelope.alert_id == alert_id
+                seen = item.envelope.alert_id if item is not None else None
+                assert seen == alert_id, f"trailer {alert_id}: got {seen} after {len(got)} alerts"
             dropped = slow.counters().get("dropped", -1)
             assert dropped > 0, "nothing was dropped for a subscriber that read nothing"
             assert len(got) + len(trailer) + dropped == SLOW_N + len(trailer)  # all accounted
