@@ -261,7 +261,7 @@ impl<'s, 'b, 'py> Decoder<'s, 'b, 'py> {
 }
 
 #[inline(always)]
-unsafe fn new_ref(p: *mut ffi::PyObject) -> *mut ffi::PyObject {
+pub(crate) unsafe fn new_ref(p: *mut ffi::PyObject) -> *mut ffi::PyObject {
     ffi::Py_INCREF(p);
     p
 }
