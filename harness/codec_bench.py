@@ -27,7 +27,8 @@ CODECS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("avro (native)", "avro", {"engine": "native"}),
     ("avro (cavro)", "avro", {"engine": "cavro"}),
     ("avro (fastavro)", "avro", {"engine": "fastavro"}),
-    ("protobuf", "protobuf", {}),
+    ("protobuf (native)", "protobuf", {"engine": "native"}),
+    ("protobuf (upb)", "protobuf", {"engine": "upb"}),
     ("voevent (XML)", "voevent", {}),
     ("voevent3 (native)", "voevent3", {"engine": "native"}),
     ("voevent3 (cavro)", "voevent3", {"engine": "cavro"}),
@@ -35,6 +36,8 @@ CODECS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 TARGETS = {"encode": 10.0, "decode": 2.5, "columns": 8.0}
 """The native engine's targets: this many times faster than cavro per alert (issue 13)."""
 TARGET_ALERTS_PER_CORE = 2_000
+TARGET_PROTOBUF_DECODE = 3.0
+"""Protobuf decode: this many times faster than the upb-plus-Python conversion (issue 13)."""
 
 
 def _timed(fn: Callable[[], Any], n: int, repeats: int) -> dict[str, float]:
@@ -89,12 +92,15 @@ def run_codec_bench(
         "encode_vs_fastavro": fast["encode_us"]["median"] / native["encode_us"]["median"],
         "decode_vs_fastavro": fast["decode_us"]["median"] / native["decode_us"]["median"],
         "columns_vs_fastavro": fast["decode_us"]["median"] / native["columns_us"]["median"],
+        "protobuf_decode_vs_upb": by_label["protobuf (upb)"]["decode_us"]["median"]
+        / by_label["protobuf (native)"]["decode_us"]["median"],
     }
     targets = {
         "encode": ratios["encode_vs_cavro"] >= TARGETS["encode"],
         "decode": ratios["decode_vs_cavro"] >= TARGETS["decode"],
         "columns": ratios["columns_vs_cavro"] >= TARGETS["columns"],
         "alerts_per_core": native["alerts_per_second_per_core"] >= TARGET_ALERTS_PER_CORE,
+        "protobuf_decode": ratios["protobuf_decode_vs_upb"] >= TARGET_PROTOBUF_DECODE,
     }
     return {
         "alerts": n_alerts,
@@ -102,7 +108,11 @@ def run_codec_bench(
         "repeats": repeats,
         "rows": rows,
         "native_ratios": ratios,
-        "targets": {"ratios_vs_cavro": TARGETS, "alerts_per_core": TARGET_ALERTS_PER_CORE},
+        "targets": {
+            "ratios_vs_cavro": TARGETS,
+            "alerts_per_core": TARGET_ALERTS_PER_CORE,
+            "protobuf_decode_vs_upb": TARGET_PROTOBUF_DECODE,
+        },
         "targets_met": targets,
     }
 
@@ -156,6 +166,9 @@ def render_codecs(doc: dict[str, Any], provenance: list[str]) -> str:
         f"{verdict(met['columns'])}).",
         f"- Encode + decode: {native['alerts_per_second_per_core']:,.0f} alerts/s on one core "
         f"(target ≥ {doc['targets']['alerts_per_core']:,}: {verdict(met['alerts_per_core'])}).",
+        f"- Protobuf decode, native vs upb plus the Python conversion: "
+        f"{q['protobuf_decode_vs_upb']:.1f}x (target ≥ "
+        f"{doc['targets']['protobuf_decode_vs_upb']:g}x: {verdict(met['protobuf_decode'])}).",
         "",
     ]
     return "\n".join(lines)

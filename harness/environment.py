@@ -79,6 +79,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "versions": versions(),
+        "work_tree": work_tree(),
     }
 
 
@@ -94,3 +95,19 @@ def git_commit() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def work_tree() -> str:
+    """``clean``, or how many tracked files differ from the commit: a figure from a modified
+    tree says so instead of passing for the commit's."""
+    try:
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"modified: {len(changed)} tracked file(s)" if changed else "clean"

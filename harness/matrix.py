@@ -74,19 +74,24 @@ def run_matrix(
     bootstrap_servers: str | None = None,
     max_rate_seconds: float | None = None,
     subscriber_processes: bool = True,
+    serializer_options: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Every combination: one engine run (a burst of ``n_alerts``, the codec in the loop, one
     subscriber in a process of its own, or a thread with ``subscriber_processes=False``) on a
     fresh local stream of the transport; then, with ``max_rate_seconds``, its maximum
     sustainable rate searched with steps of that many seconds, which becomes the ranking's
-    headroom.
+    headroom. ``serializer_options`` are keyword options per serializer name (``{"avro":
+    {"engine": "cavro"}}``), recorded in each row.
 
     A transport whose streams share a server (Kafka: one cluster, a topic per run) starts it
     once for the matrix, or uses ``bootstrap_servers`` (Kafka's recipe option) if given.
     """
     role = "process" if subscriber_processes else "thread"
     rows: list[dict[str, Any]] = []
-    content_type = {name: get_serializer(name).content_type for name in serializers}
+    options = {name: dict((serializer_options or {}).get(name, {})) for name in serializers}
+    content_type = {
+        name: get_serializer(name, **options[name]).content_type for name in serializers
+    }
     with ExitStack() as stack:
         shared: dict[str, Any] = {}
         stream_options: dict[str, dict[str, Any]] = {}
@@ -114,6 +119,7 @@ def run_matrix(
                     serializer_name,
                     Schedule.burst(n_alerts),
                     payload="codec",
+                    serializer_options=options[serializer_name],
                     subscriber_role=role,
                     idle_timeout=15.0,
                     pool_size=pool_size,
@@ -122,6 +128,8 @@ def run_matrix(
                     label=f"{kind} x {serializer_name}",
                 )
                 row = matrix_row(kind, run(spec, progress, shared=shared[kind]))
+                if options[serializer_name]:
+                    row["serializer_options"] = options[serializer_name]
                 if max_rate_seconds:
                     _add_max_rate(row, spec, shared[kind], max_rate_seconds, progress)
                 rows.append(row)

@@ -196,3 +196,30 @@ def max_rate_steps(steps: Sequence[dict[str, Any]], path: Path, lsst_rate: float
     ax.legend()
     ax.set_title("Maximum-rate search (green: sustained)")
     _save(fig, path)
+
+
+def codec_costs(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Encode and decode µs per alert of each codec (log scale: XML and native differ 50x),
+    with the fastest-slowest pass as an error bar."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(8, len(rows) * 1.1), 4.5))
+    width = 0.38
+    for k, (key, label) in enumerate((("encode_us", "encode"), ("decode_us", "decode"))):
+        med = [r[key]["median"] for r in rows]
+        spread = [
+            [m - r[key]["min"] for m, r in zip(med, rows, strict=True)],
+            [r[key]["max"] - m for m, r in zip(med, rows, strict=True)],
+        ]
+        ax.bar(
+            [i + (k - 0.5) * width for i in range(len(rows))],
+            med,
+            width=width,
+            yerr=spread,
+            capsize=2,
+            label=label,
+        )
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(rows)), [r["codec"] for r in rows], rotation=25, ha="right")
+    ax.set_ylabel("µs per alert (median, log)")
+    ax.legend(fontsize=8)
+    _save(fig, path)

@@ -98,6 +98,8 @@ def provenance(doc: dict[str, Any]) -> list[str]:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(found.items()) if v) + ".",
         "",
     ]
+    if doc["environment"].get("work_tree", "clean") != "clean":
+        lines += [f"Work tree at the commit: {doc['environment']['work_tree']}.", ""]
     if doc.get("options"):
         lines += [
             "Options: " + ", ".join(f"`{k}={v}`" for k, v in sorted(doc["options"].items())) + ".",
@@ -505,6 +507,21 @@ def render_workload_run(doc: dict[str, Any], out_dir: Path | None = None) -> str
         f"| cores per stream at LSST's rate | {doc.get('cores_per_stream_at_lsst_rate', 0):.2f} |",
         "",
     ]
+    roles = doc.get("processes") or {}
+    if roles.get("publisher"):
+        lines += [
+            "CPU seconds and peak memory per role (each subscriber a process of its own):",
+            "",
+            "| role | CPU s | peak MB |",
+            "| --- | ---: | ---: |",
+            f"| publisher | {roles['publisher']['cpu_seconds']:.1f} | "
+            f"{roles['publisher']['peak_rss_mb']:,.0f} |",
+        ]
+        for i, sub in enumerate(roles.get("subscribers", []), start=1):
+            lines.append(
+                f"| subscriber {i} | {sub['cpu_seconds']:.1f} | {sub['peak_rss_mb']:,.0f} |"
+            )
+        lines += [f"| servers | {roles.get('servers_cpu_seconds', 0.0):.1f} | |", ""]
     return "\n".join(lines)
 
 
@@ -547,3 +564,26 @@ def render_max_rate(doc: dict[str, Any], out_dir: Path | None = None) -> str:
             plots.max_rate_steps(doc["steps"], out_dir / MAX_RATE_PNG, LSST_RATE)
         lines += [f"![the search's steps]({MAX_RATE_PNG})", ""]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- codecs
+
+CODECS_PNG = "codecs.png"
+
+
+@renderer("codecs")
+def render_codecs(doc: dict[str, Any], out_dir: Path | None = None) -> str:
+    """Every codec and engine per realistic alert (alertbench codec-bench)."""
+    from alertbench.harness.codec_bench import render_codecs as text
+
+    env = doc["environment"]
+    header = [
+        f"Machine: {env['machine']}, {env['cpus']} CPUs, {env['platform']}; Python "
+        f"{env['python']}; commit {doc['git_commit'][:12]}; {doc['when_utc']}.",
+        "",
+        *provenance(doc),
+        f"Command: `{doc['command']}`",
+    ]
+    if out_dir is not None:
+        plots.codec_costs(doc["rows"], out_dir / CODECS_PNG)
+    return text(doc, header) + f"\n![encode and decode µs per alert]({CODECS_PNG})\n"

@@ -51,6 +51,7 @@ KINDS = (
     "serializers",
     "workload-run",
     "max-rate",
+    "codecs",
 )
 
 SECRET = "***"
