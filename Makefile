@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(BIN)/python .ci/typecheck
 	$(BIN)/python -m pytest
 
-# The fast lane: no servers, about a minute (tests/unit).
+# The fast lane: no servers, about two minutes (tests/unit).
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
@@ -43,6 +43,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	mkdir -p out
 	$(BIN)/python -m pytest tests/benchmarks -o python_files="bench_*.py" --benchmark-only --benchmark-json=out/bench.json -p no:cacheprovider
+	$(BIN)/alertbench codec-bench -o out/codecs
 
 clean:
 	rm -rf $(VENV) out build .pytest_cache .ruff_cache .mypy_cache .benchmarks
