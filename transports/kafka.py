@@ -386,11 +386,19 @@ class KafkaPublisher(CannotCountSubscribers):
         self.flush(10.0)
 
 
-def _header(headers: dict[str, bytes], name: str, default: int = 0) -> int:
-    try:
-        return int(headers[name])
-    except (KeyError, ValueError):
+def _header(headers: dict[str, bytes | None], name: str, default: int = 0) -> int | None:
+    """An integer header: ``default`` when it is absent, None when it is there but is not an
+    integer (null, garbled, out of range). Total: a record's headers come from whoever could
+    write to the topic, and must never raise in the subscriber (a TypeError here once stopped
+    the mini-broker after its offsets were committed past an undelivered alert)."""
+    if name not in headers:
         return default
+    raw = headers[name]
+    try:
+        value = int(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if -(2**63) <= value < 2**63 else None
 
 
 class KafkaSubscriber:
@@ -442,6 +450,7 @@ class KafkaSubscriber:
         self._seen: OrderedDict[int, None] = OrderedDict()
         self._window = dedupe_window
         self.duplicates = 0
+        self.bad_headers = 0
         self.received = 0
         self.errors: list[str] = []
 
@@ -535,14 +544,34 @@ class KafkaSubscriber:
         key_id = -1
         with contextlib.suppress(ValueError):
             key_id = int(msg.key() or b"-1")
+        numbers = {
+            name: _header(headers, name, default)
+            for name, default in (
+                (HEADER_ALERT_ID, key_id),
+                (HEADER_T_SHUTTER, 0),
+                (HEADER_T_INTENDED, 0),
+                (HEADER_T_SENT, 0),
+                (HEADER_SEQUENCE, 0),
+            )
+        }
+        bad = sorted(name for name, value in numbers.items() if value is None)
+        if bad:
+            # Counted and kept with where it came from; the payload is still delivered (the
+            # headers are metadata; the alert is in the bytes), with the key's id.
+            self.bad_headers += 1
+            self.errors.append(
+                f"{msg.topic()}/{msg.partition()}@{msg.offset()}: unreadable header(s) "
+                + ", ".join(bad)
+            )
+            log.warning("kafka subscriber: %s", self.errors[-1])
         envelope = Envelope(
             payload=msg.value() or b"",
             content_type=(headers.get(HEADER_CONTENT_TYPE) or b"").decode("utf-8", "replace"),
-            alert_id=_header(headers, HEADER_ALERT_ID, key_id),
-            t_shutter_ns=_header(headers, HEADER_T_SHUTTER),
-            t_intended_ns=_header(headers, HEADER_T_INTENDED),
-            t_sent_ns=_header(headers, HEADER_T_SENT),
-            sequence=_header(headers, HEADER_SEQUENCE),
+            alert_id=numbers[HEADER_ALERT_ID] if numbers[HEADER_ALERT_ID] is not None else key_id,
+            t_shutter_ns=numbers[HEADER_T_SHUTTER] or 0,
+            t_intended_ns=numbers[HEADER_T_INTENDED] or 0,
+            t_sent_ns=numbers[HEADER_T_SENT] or 0,
+            sequence=numbers[HEADER_SEQUENCE] or 0,
         )
         return Received(
             envelope=envelope,
@@ -556,6 +585,7 @@ class KafkaSubscriber:
             "received": self.received,
             "duplicates": self.duplicates,
             "errors": len(self.errors),
+            "bad_headers": self.bad_headers,
         }
 
     def close(self) -> None:

@@ -123,31 +123,39 @@ class TcpPublisher(CountsSubscribers):
         self._thread.start()
 
     def _watch(self) -> None:
-        """Accept subscribers; drop any that send bytes (subscribers only listen) or hang up."""
+        """Accept subscribers; drop any that send bytes (subscribers only listen) or hang up.
+        Nothing one peer does may end this thread: without it no subscriber is ever accepted."""
         while not self._stop.is_set():
-            for key, _ in self._selector.select(timeout=0.2):
-                if key.data == "accept":
-                    with contextlib.suppress(OSError):
-                        conn, _ = self._server.accept()
-                        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                        with self._lock:
-                            self._subscribers.append(conn)
-                        self._selector.register(conn, selectors.EVENT_READ, "subscriber")
-                    continue
-                conn = key.fileobj
-                try:
-                    data = conn.recv(4096)  # type: ignore[union-attr]
-                except OSError:
-                    data = b""
-                reason = (
-                    f"sent {len(data)} unexpected bytes (subscribers must not send)"
-                    if data
-                    else "disconnected"
-                )
-                self._drop(conn, reason)  # type: ignore[arg-type]
+            try:
+                self._watch_once()
+            except Exception:  # logged and survived: the next peer must still be served
+                log.exception("tcp publisher: error while watching subscribers")
+
+    def _watch_once(self) -> None:
+        for key, _ in self._selector.select(timeout=0.2):
+            if key.data == "accept":
+                with contextlib.suppress(OSError):
+                    conn, _ = self._server.accept()
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    with self._lock:
+                        self._subscribers.append(conn)
+                    self._selector.register(conn, selectors.EVENT_READ, "subscriber")
+                continue
+            conn = key.fileobj
+            try:
+                data = conn.recv(4096)  # type: ignore[union-attr]
+            except OSError:
+                data = b""
+            reason = (
+                f"sent {len(data)} unexpected bytes (subscribers must not send)"
+                if data
+                else "disconnected"
+            )
+            self._drop(conn, reason)  # type: ignore[arg-type]
 
     def _drop(self, conn: socket.socket, reason: str) -> None:
-        with contextlib.suppress(Exception):
+        peer: Any = "(gone)"  # a peer that reset has no name any more
+        with contextlib.suppress(OSError):
             peer = conn.getpeername()
         self.dropped.append(reason)
         if reason != "disconnected":

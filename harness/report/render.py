@@ -67,15 +67,14 @@ def write_report(folder: Path) -> Path:
 
 
 def write_reports(folder: Path) -> list[Path]:
-    """The report of ``folder``, or of every run folder inside it (``alertbench report
-    results/``); a folder with neither is a user's mistake."""
+    """The report of ``folder``, or of every run folder below it, at any depth (``alertbench
+    report results/``); a folder with neither is a user's mistake."""
     if not folder.is_dir():
         raise ConfigError(f"{folder}: not a folder")
     if (folder / RESULTS_FILE).is_file() or (folder / BENCH_FILE).is_file():
         return [write_report(folder)]
-    runs = sorted(
-        p for p in folder.iterdir() if (p / RESULTS_FILE).is_file() or (p / BENCH_FILE).is_file()
-    )
+    # Any depth: a study publishes its repeats as sub-folders (results/STUDY/before-1, ...).
+    runs = sorted({p.parent for name in (RESULTS_FILE, BENCH_FILE) for p in folder.rglob(name)})
     if not runs:
         raise ConfigError(f"{folder} holds no {RESULTS_FILE}, nor any run folder that does")
     return [write_report(run) for run in runs]

@@ -83,6 +83,30 @@ def test_tcp_publisher_drops_a_peer_that_sends_and_keeps_serving() -> None:
     assert got == list(range(20))
 
 
+def test_tcp_publisher_survives_a_subscriber_that_resets_mid_publish() -> None:
+    """Issue 14, item 3: a subscriber that reset (RST) while the publisher wrote made the
+    drop path raise UnboundLocalError out of publish(); the dead socket stayed, so every later
+    publish raised, and on the watcher path no new subscriber was ever accepted."""
+    transport = get_transport(f"tcp://127.0.0.1:{free_port()}")
+    pub = transport.open_publisher()
+    rude = socket.create_connection(pub.address, timeout=5)
+    rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    pub.wait_for_subscribers(1)
+    pub.publish(_env(0, 200_000))  # fills the rude peer's buffers; it reads nothing
+    rude.close()  # linger 0: an RST, not a FIN
+    for i in range(1, 30):  # writes to the reset peer fail; each must be a drop, not a raise
+        pub.publish(_env(i, 200_000))
+    assert any("write failed" in d or d == "disconnected" for d in pub.dropped), pub.dropped
+    late = transport.open_subscriber()  # the watcher is alive: a new subscriber is accepted
+    pub.wait_for_subscribers(1)
+    for i in range(100, 110):
+        pub.publish(_env(i))
+    got = [r.envelope.alert_id for r in drain(late, 10, timeout=5)]
+    pub.close()
+    late.close()
+    assert got == list(range(100, 110))
+
+
 # -- gRPC -----------------------------------------------------------------------------------------
 
 

@@ -178,6 +178,44 @@ def test_bad_messages_are_reported_with_their_position_and_skipped(
     assert "no serializer for content type ''" in reader.rejected[2].reason
 
 
+def test_null_and_garbled_headers_are_counted_and_the_alert_still_delivered(
+    kafka_cluster, alerts, codec
+) -> None:
+    """Issue 14, item 2: a null ``alert-id`` header (legal in Kafka) raised TypeError in the
+    subscriber, which stopped the mini-broker after its offsets had passed an alert."""
+    transport = _topic(kafka_cluster, partitions=1)
+    raw = Producer({"bootstrap.servers": kafka_cluster.bootstrap_servers})
+    payloads = [codec.dumps(a) for a in alerts[:3]]
+    ctype = codec.content_type.encode()
+    raw.produce(
+        transport.topic,
+        value=payloads[0],
+        key=b"1",
+        headers=[("content-type", ctype), ("alert-id", None)],
+    )
+    raw.produce(
+        transport.topic,
+        value=payloads[1],
+        key=b"2",
+        headers=[("content-type", ctype), ("alert-id", b"\xff\xfe"), ("t-intended-ns", b"9" * 40)],
+    )
+    raw.produce(
+        transport.topic,
+        value=payloads[2],
+        key=b"3",
+        headers=[("content-type", ctype), ("alert-id", b"3"), ("sequence", None)],
+    )
+    assert raw.flush(10) == 0  # fmt: skip
+    sub = transport.open_subscriber(Start.earliest())
+    got = list(drain(sub, 3, 10))
+    counters = sub.counters()
+    sub.close()
+    assert [r.envelope.alert_id for r in got] == [1, 2, 3]  # the key's id where the header lies
+    assert [r.envelope.payload for r in got] == payloads
+    assert counters["bad_headers"] == 3
+    assert any(f"{transport.topic}/0@0" in e and "alert-id" in e for e in sub.errors)
+
+
 @pytest.mark.parametrize("compression", [c for c in COMPRESSION if c != "gzip"])
 def test_every_compression_codec_round_trips(kafka_cluster, alerts, codec, compression) -> None:
     transport = _topic(kafka_cluster, partitions=1, compression=compression)

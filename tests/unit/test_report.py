@@ -27,9 +27,11 @@ from alertbench.errors import ConfigError
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 PUBLISHED = sorted(
-    p.name
-    for p in RESULTS.iterdir()
-    if (p / "results.json").is_file() or (p / "bench.json").is_file()  # bench: pytest-benchmark's
+    {
+        str(p.parent.relative_to(RESULTS))
+        for name in ("results.json", "bench.json")  # bench: pytest-benchmark's
+        for p in RESULTS.rglob(name)
+    }
 )
 IMAGE = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
 
