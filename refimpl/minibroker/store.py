@@ -25,8 +25,10 @@ from alertbench.errors import AccessDenied, LimitExceeded, StoreError
 
 DEFAULT_ALERTS_PER_VISIT = 20
 DEFAULT_MAX_FILTERS = 10
-USER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-FILTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Whole-string matches (fullmatch): with `$`, "alice\n" passed, and a name with a newline
+# reached Kafka topic names and log lines.
+USER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+FILTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -113,7 +115,7 @@ class MiniBrokerStore:
         max_filters: int = DEFAULT_MAX_FILTERS,
     ) -> str:
         """Create a user; returns their token, which is not stored and cannot be shown again."""
-        if not USER_NAME.match(name):
+        if not USER_NAME.fullmatch(name):
             raise StoreError(
                 f"user name {name!r} must be 1-32 characters of a-z, 0-9, '_' or '-', "
                 "starting with a letter (it names the user's Kafka topic)"
@@ -176,7 +178,7 @@ class MiniBrokerStore:
     def add_filter(self, token: str, name: str, expression: str) -> StoredFilter:
         """Check ``expression`` against the schema and store it; FilterError if it is refused."""
         user = self.authenticate(token)
-        if not FILTER_NAME.match(name or ""):
+        if not FILTER_NAME.fullmatch(name or ""):
             raise StoreError(
                 f"filter name {name!r} must be 1-64 characters of A-Z, a-z, 0-9, _ . -"
             )
