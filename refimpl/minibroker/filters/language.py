@@ -50,6 +50,11 @@ MAX_MEMBERS = 256
 MAX_AGGREGATES = 16
 MAX_STRING = 200
 MAX_INT = 2**63 - 1
+MAX_TRANSLATED = 1000
+"""Nodes the translation may create. The source is limited to MAX_NODES, but a chained
+comparison translates its middle operands twice (``a < b < c`` is ``a < b and b < c``), so
+nested chains grow exponentially: an 820-character filter once became 393,211 nodes (18 s to
+parse and compile, 290 MB). Counted while translating, so the work stops at the limit."""
 
 NUM, BOOL, STR, RECORD = "number", "boolean", "string", "record"
 _KIND_OF_AVRO = {
@@ -273,6 +278,7 @@ class _Parser:
         self.text = text
         self.catalog = catalog
         self.aggregates = 0
+        self.translated = 0
         self._line_starts = [0]
         for i, char in enumerate(text):
             if char == "\n":
@@ -307,6 +313,13 @@ class _Parser:
     # -- translation ----------------------------------------------------------------------
 
     def expression(self, node: ast.AST) -> Node:
+        self.translated += 1
+        if self.translated > MAX_TRANSLATED:
+            raise self.fail(
+                f"filter too complex: its translation exceeds {MAX_TRANSLATED} nodes (a chained "
+                "comparison repeats its middle operands; nested chains multiply them)",
+                node,
+            )
         span = self.span(node)
         if isinstance(node, ast.BoolOp):
             operands = tuple(self.condition(v) for v in node.values)
