@@ -315,6 +315,8 @@ def infer_kind(data: Mapping[str, Any]) -> str | None:
         return "max-rate"
     if "workload" in data and "offered_alerts_per_second" in data:
         return "workload-run"
+    if "native_ratios" in data and "rows" in data:
+        return "codecs"
     rows = data.get("results")
     if isinstance(rows, list) and rows and isinstance(rows[0], Mapping):
         first = rows[0]

@@ -40,7 +40,7 @@ IMAGE = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
 
 
 def test_every_published_results_json_says_its_kind_and_schema() -> None:
-    files = sorted(RESULTS.glob("*/results.json"))
+    files = sorted(RESULTS.rglob("results.json"))
     assert files
     for path in files:
         data = json.loads(path.read_text())
