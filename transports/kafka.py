@@ -353,7 +353,9 @@ class KafkaPublisher(CannotCountSubscribers):
         self._producer.poll(0)
 
     def flush(self, timeout: float = 30.0) -> int:
-        """Wait for acknowledgements; raises TransportError if access was refused."""
+        """Wait for acknowledgements; how many published alerts are not acknowledged (still
+        queued, or failed for any reason: the reasons are in ``failed``). Raises TransportError
+        if access was refused or the topic does not exist."""
         deadline = time.monotonic() + timeout
         left = len(self._producer)
         while left and time.monotonic() < deadline:
@@ -373,7 +375,32 @@ class KafkaPublisher(CannotCountSubscribers):
         for alert_id, reason in self.failed:
             if "authorization" in reason.lower():
                 raise TransportError(f"Kafka refused alert {alert_id}: {reason}")
-        return int(left)
+        missing = [a for a, reason in self.failed if "UNKNOWN_TOPIC" in reason.upper()]
+        if self.failed and not missing and self._topic_is_missing():
+            missing = [a for a, _ in self.failed]  # they timed out waiting for the topic
+        if missing:
+            raise TransportError(
+                f"topic {self.transport.topic!r} does not exist on "
+                f"{self.transport.bootstrap_servers} and the cluster does not create topics: "
+                f"{len(missing):,} alert(s) not delivered (create it first: "
+                "transport.prepare(partitions))"
+            )
+        # A failed delivery is not an acknowledged one, whatever the reason: counting only what
+        # is still queued once reported "all delivered" for a visit that was lost.
+        return int(left) + len(self.failed)
+
+    def _topic_is_missing(self) -> bool:
+        """Whether the broker says the topic does not exist (asked once deliveries failed:
+        librdkafka reports only "message timed out" for a topic that never appears)."""
+        try:
+            found = self._producer.list_topics(self.transport.topic, timeout=5)
+        except (KafkaException, RuntimeError):
+            return False
+        topic = found.topics.get(self.transport.topic)
+        error = topic.error if topic is not None else None
+        return topic is None or (
+            error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+        )
 
     def counters(self) -> dict[str, int]:
         return {
