@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import zmq
 from alertbench.transports.base import (
+    MAX_FRAME,
     BaseTransport,
     Capabilities,
     CountsSubscribers,
@@ -40,6 +41,8 @@ from alertbench.transports.tcp import host_port
 
 log = logging.getLogger(__name__)
 PATTERNS = ("pubsub", "pushpull")
+SUBSCRIPTION_MAX = 4096
+"""Largest message a publisher accepts from a peer (a subscription is 1 byte + a prefix)."""
 
 
 class ZmqTransport(BaseTransport):
@@ -58,6 +61,13 @@ class ZmqTransport(BaseTransport):
                 choices=PATTERNS,
             ),
             "hwm": Option(1000, "high-water mark, messages queued on each side", "int", minimum=1),
+            "max_message": Option(
+                MAX_FRAME,
+                "largest message part a subscriber accepts, bytes (ZMQ_MAXMSGSIZE: a peer "
+                "announcing more is disconnected before anything is buffered)",
+                "int",
+                minimum=1024,
+            ),
         },
     )
     """As declared for ``pubsub``; an instance's capabilities follow its pattern."""
@@ -72,6 +82,7 @@ class ZmqTransport(BaseTransport):
         self.endpoint = f"{self.scheme.split('+', 1)[1]}://{host}:{port}"
         self.pattern: str = self.options["pattern"]
         self.hwm: int = self.options["hwm"]
+        self.max_message: int = self.options["max_message"]
         pushpull = self.pattern == "pushpull"
         self.capabilities = dataclasses.replace(
             type(self).capabilities,
@@ -117,6 +128,8 @@ class ZmqPublisher(CountsSubscribers):
             self._sock = self._ctx.socket(zmq.PUSH)
         self._sock.setsockopt(zmq.SNDHWM, transport.hwm)
         self._sock.setsockopt(zmq.LINGER, 5000)
+        # What a publisher receives is subscriptions (XPUB) or nothing (PUSH): a few bytes.
+        self._sock.setsockopt(zmq.MAXMSGSIZE, SUBSCRIPTION_MAX)
         self._monitor = self._sock.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
         )
@@ -178,6 +191,8 @@ class ZmqSubscriber:
         else:
             self._sock = self._ctx.socket(zmq.PULL)
         self._sock.setsockopt(zmq.RCVHWM, transport.hwm)
+        # Without it a peer announcing an 8 GB part is buffered until memory runs out.
+        self._sock.setsockopt(zmq.MAXMSGSIZE, transport.max_message)
         self._sock.setsockopt(zmq.RECONNECT_IVL, 50)
         self._sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         self._sock.setsockopt(zmq.LINGER, 0)

@@ -13,7 +13,7 @@ import grpc
 import pytest
 import zmq
 from alertbench.transports.base import Envelope, Start, get_transport
-from alertbench.transports.framing import encode_frame
+from alertbench.transports.framing import encode_frame, pack_header
 from alertbench.transports.grpc import AlertStreamServer, pb, pb_grpc
 from alertbench.transports.servers.kafka_cluster import free_port
 
@@ -173,6 +173,22 @@ def test_zmq_publisher_survives_garbage_and_keeps_serving() -> None:
     pub.close()
     sub.close()
     assert got == list(range(10))
+
+
+def test_zmq_subscriber_refuses_a_part_over_its_maximum() -> None:
+    """Issue 14, item 14: without ZMQ_MAXMSGSIZE a peer announcing an 8 GB part was buffered
+    until memory ran out; now libzmq cuts that peer off at the part's header. (It then does not
+    reconnect to that endpoint: the hostile publisher's stream ends; see the closing note.)"""
+    port = free_port()
+    transport = get_transport(f"zmq+tcp://127.0.0.1:{port}?pattern=pushpull&max_message=65536")
+    rogue = zmq.Context.instance().socket(zmq.PUSH)
+    rogue.bind(f"tcp://127.0.0.1:{port}")
+    sub = transport.open_subscriber()
+    rogue.send_multipart([pack_header(_env(1), time.time_ns()), b"x" * 1_000_000])  # 1 MB part
+    got = sub.poll(2.0)
+    sub.close()
+    rogue.close(linger=0)
+    assert got is None  # refused, never buffered and delivered
 
 
 def test_zmq_subscriber_skips_malformed_messages() -> None:
