@@ -18,10 +18,18 @@ from alertbench.refimpl.codecs.voevent import VoeventSerializer
 from alertbench.refimpl.minibroker.ports import AlertInput, UserOutput
 from alertbench.transports.base import MAX_FRAME, Subscriber
 from alertbench.transports.kafka import KafkaTransport
+from alertbench.transports.servers.kafka_cluster import ADMIN_USER, PRODUCER_USER
 from alertbench.transports.vtp import VtpBroker
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from alertbench.errors import ConfigError
+
 log = logging.getLogger(__name__)
+RESERVED_PRINCIPALS = frozenset(
+    {ADMIN_USER, PRODUCER_USER, "anonymous", "controller", "broker", "kafka", "minibroker"}
+)
+"""Kafka principals no mini-broker user may be named after (compared lower-case): the
+launcher's accounts, the service's own, and names an operator would recognise as the system."""
 
 __all__ = [
     "AlertInput",
@@ -104,9 +112,12 @@ class KafkaUserTopics:
     def grant(self, user: str, token: str, timeout: float = 30.0) -> None:
         """On a SASL/SCRAM cluster, let ``user`` read their own topic and nothing else.
 
+        Refused (ConfigError) for a reserved principal name and for a principal that already
+        has credentials on the cluster: a mini-broker user never takes over an account.
+
         The Kafka account is the user's name with their mini-broker token as its password
         (SCRAM-SHA-512), allowed to READ/DESCRIBE ``minibroker.<user>`` and to use consumer
-        groups whose names start with their name; the cluster's default-deny authorizer refuses
+        groups whose names start with ``<user>-``; the cluster's default-deny authorizer refuses
         every other topic, including other users' outputs. Needs an admin connection.
         """
         from confluent_kafka.admin import (
@@ -121,8 +132,19 @@ class KafkaUserTopics:
             UserScramCredentialUpsertion,
         )
 
-        topic = self.ensure_user(user)
+        if user.lower() in RESERVED_PRINCIPALS:
+            raise ConfigError(
+                f"{user!r} is a reserved Kafka principal; choose another mini-broker user name"
+            )
         admin = AdminClient(self._admin_config)
+        if self._has_credentials(admin, user, timeout):
+            # Someone else's principal (the cluster's producer, a broker team): overwriting its
+            # password would hand its rights to this mini-broker user.
+            raise ConfigError(
+                f"Kafka principal {user!r} already exists on this cluster; a mini-broker user "
+                "may not take over an existing account"
+            )
+        topic = self.ensure_user(user)
         upsert = UserScramCredentialUpsertion(
             user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), token.encode()
         )
@@ -138,10 +160,21 @@ class KafkaUserTopics:
         acls = [
             allow(ResourceType.TOPIC, topic, literal, AclOperation.READ),
             allow(ResourceType.TOPIC, topic, literal, AclOperation.DESCRIBE),
-            allow(ResourceType.GROUP, user, prefixed, AclOperation.READ),
+            # With the separator: user "alic" must not use group "alice-main".
+            allow(ResourceType.GROUP, f"{user}-", prefixed, AclOperation.READ),
         ]
         for future in admin.create_acls(acls).values():
             future.result(timeout)
+
+    @staticmethod
+    def _has_credentials(admin: Any, user: str, timeout: float) -> bool:
+        try:
+            found = admin.describe_user_scram_credentials([user])[user].result(timeout)
+        except KafkaException as exc:
+            if "RESOURCE_NOT_FOUND" in str(exc).upper() or "not found" in str(exc).lower():
+                return False
+            raise
+        return bool(getattr(found, "scram_credential_infos", found))
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         user = msg.topic()[len(TOPIC_PREFIX) :]

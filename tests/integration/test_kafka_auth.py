@@ -77,3 +77,14 @@ def test_a_reader_cannot_use_another_users_group_prefix(secured) -> None:
         )
         for _ in range(30):
             sub.poll(1.0)
+
+
+def test_a_group_prefix_ends_at_a_separator(secured) -> None:
+    """Issue 14, item 19: the prefix "broker-a" also matched "broker-ab-main", a group of a
+    user who would be named "broker-ab"; the ACL is now on "broker-a-"."""
+    with pytest.raises(TransportError, match=r"(?i)group authorization"):
+        sub = _transport(secured, "broker-a").open_subscriber(
+            Start.earliest(), group="broker-ab-main"
+        )
+        for _ in range(30):
+            sub.poll(1.0)

@@ -29,6 +29,7 @@ from alertbench.transports.kafka import KafkaTransport
 from alertbench.transports.servers.kafka_cluster import PRODUCER_USER, KafkaCluster
 from alertbench.transports.vtp import VtpTransport
 
+from alertbench.errors import ConfigError
 from alertbench.xmlsafe import voevent_xsd
 from tests.support.servers import require_tools
 from tests.support.streams import drain
@@ -138,6 +139,25 @@ def _wait(predicate, timeout: float = 15.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.05)
+
+
+def test_a_user_cannot_take_over_an_existing_kafka_principal(secured) -> None:
+    """Issue 14, item 7: a mini-broker user named after an existing principal overwrote its
+    SCRAM password and got its rights."""
+    admin = {"user": "admin", "password": secured.users["admin"]}
+    topics = KafkaUserTopics(f"kafka://{secured.bootstrap_servers}", **admin)
+    for reserved in (PRODUCER_USER, "admin", "Minibroker"):
+        with pytest.raises(ConfigError, match="reserved"):
+            topics.grant(reserved, "a-token")
+    topics.grant("carol", "carols-token")  # a new principal: fine, once
+    with pytest.raises(ConfigError, match="already exists"):
+        topics.grant("carol", "someone-elses-token")
+    # Refused before anything changed: carol's first password still logs in.
+    sub = _kafka(secured, user_topic("carol"), "carol", "carols-token").open_subscriber(
+        Start.earliest(), group="carol-check"
+    )
+    assert sub.poll(2.0) is None  # her topic is empty; no authentication or ACL error
+    sub.close()
 
 
 def test_alerts_flow_from_kafka_through_user_filters_to_vtp_and_kafka(

@@ -317,8 +317,8 @@ class KafkaCluster:
 
         The producer account may write (and describe) the alert topic and nothing else. Each
         reader account may read the topic, and only in consumer groups whose names start with its
-        own user name (a PREFIXED group ACL), so one broker cannot consume from, or reset the
-        offsets of, another broker's group.
+        own user name and a hyphen (a PREFIXED group ACL on ``<user>-``), so one broker cannot
+        consume from, or reset the offsets of, another broker's group.
         """
         from confluent_kafka.admin import (
             AclBinding,
@@ -365,7 +365,8 @@ class KafkaCluster:
             acls += [
                 allow(reader, topic_t, self.alert_topic, literal, AclOperation.READ),
                 allow(reader, topic_t, self.alert_topic, literal, AclOperation.DESCRIBE),
-                allow(reader, group_t, reader, prefixed, AclOperation.READ),
+                # "<reader>-": with the separator, "broker-a" gets no group of "broker-ab".
+                allow(reader, group_t, f"{reader}-", prefixed, AclOperation.READ),
             ]
         for future in admin.create_acls(acls).values():
             future.result(30)
