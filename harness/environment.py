@@ -83,31 +83,31 @@ def environment() -> dict[str, Any]:
     }
 
 
-def git_commit() -> str:
-    """The commit of the code that ran (``unknown`` outside a checkout)."""
+def _git(*args: str) -> str | None:
+    """``git ARGS`` run beside this file; its output, or None outside a checkout."""
     try:
         return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
+            ["git", *args],
             capture_output=True,
             text=True,
             check=True,
             cwd=Path(__file__).parent,
-        ).stdout.strip()
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return None
+
+
+def git_commit() -> str:
+    """The commit of the code that ran (``unknown`` outside a checkout)."""
+    out = _git("rev-parse", "HEAD")
+    return out.strip() if out is not None else "unknown"
 
 
 def work_tree() -> str:
     """``clean``, or how many tracked files differ from the commit: a figure from a modified
     tree says so instead of passing for the commit's."""
-    try:
-        changed = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
-        ).stdout.splitlines()
-    except (OSError, subprocess.CalledProcessError):
+    out = _git("status", "--porcelain", "--untracked-files=no")
+    if out is None:
         return "unknown"
+    changed = out.splitlines()
     return f"modified: {len(changed)} tracked file(s)" if changed else "clean"
