@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from alertbench.refimpl.codecs.avro import AvroSerializer
 from alertbench.refimpl.codecs.columns import AlertColumns, decode_columns
-from alertbench.refimpl.minibroker.filters import CompiledFilter, compile_filter
+from alertbench.refimpl.minibroker.filters import CompiledFilter, FilterError, compile_filter
 from alertbench.refimpl.minibroker.filters.columns import VisitColumns
 from alertbench.refimpl.minibroker.ports import AlertInput, UserOutput
 from alertbench.refimpl.minibroker.store import MiniBrokerStore, User
@@ -67,6 +67,8 @@ class MiniBrokerStats:
     truncated: Counter[str] = field(default_factory=Counter)
     output_errors: Counter[str] = field(default_factory=Counter)
     """``output:user`` -> alerts an output failed to deliver (logged; the stream goes on)."""
+    disabled_filters: dict[str, str] = field(default_factory=dict)
+    """``user/filter`` -> why the service could not compile it (it is skipped, never fatal)."""
     evaluate_seconds: float = 0.0
     decode_seconds: float = 0.0
     deliver_seconds: float = 0.0
@@ -81,6 +83,7 @@ class MiniBrokerStats:
             "delivered": dict(self.delivered),
             "truncated": dict(self.truncated),
             "output_errors": dict(self.output_errors),
+            "disabled_filters": dict(self.disabled_filters),
             "evaluate_seconds": round(self.evaluate_seconds, 6),
             "decode_seconds": round(self.decode_seconds, 6),
             "deliver_seconds": round(self.deliver_seconds, 6),
@@ -116,11 +119,20 @@ class MiniBroker:
         revision = self.store.revision()
         if force or revision != self._revision:
             by_user: dict[str, UserFilters] = {}
+            disabled: dict[str, str] = {}
             for user, stored in self.store.all_filters():
+                try:
+                    compiled = compile_filter(stored.expression, self.store.catalog)
+                except FilterError as exc:
+                    # One user's filter (say, registered against another schema version) must
+                    # not stop the service for every user: skipped, reported, kept in the store.
+                    disabled[f"{user.name}/{stored.name}"] = str(exc).splitlines()[0]
+                    continue
                 entry = by_user.setdefault(user.name, UserFilters(user, []))
-                entry.filters.append(
-                    (stored.name, compile_filter(stored.expression, self.store.catalog))
-                )
+                entry.filters.append((stored.name, compiled))
+            for key in disabled.keys() - self.stats.disabled_filters.keys():
+                log.warning("mini-broker: filter %s disabled: %s", key, disabled[key])
+            self.stats.disabled_filters = disabled
             self._users = list(by_user.values())
             self._revision = revision
             log.info(

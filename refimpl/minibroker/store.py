@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS filters (
 );
 CREATE TABLE IF NOT EXISTS revision (id INTEGER PRIMARY KEY CHECK (id = 0), value INTEGER);
 INSERT OR IGNORE INTO revision VALUES (0, 0);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -79,6 +80,26 @@ class MiniBrokerStore:
         self._db.execute("PRAGMA foreign_keys = ON")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.executescript(_SCHEMA)
+        self._check_schema_version()
+
+    def _check_schema_version(self) -> None:
+        """One alert schema per store, recorded when it is created: filters are checked at
+        ``filter add`` against the schema the service compiles them with, so a filter stored
+        against another version can no longer wait to fail inside a running service."""
+        version = self.catalog.schema.version
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (version,)
+            )
+            stored = self._db.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()[0]
+        if stored != version:
+            self._db.close()
+            raise StoreError(
+                f"{self.path} serves alert schema {stored}: its filters are checked and run "
+                f"against {stored}, not {version} (give --schema-version {stored})"
+            )
 
     def close(self) -> None:
         self._db.close()
