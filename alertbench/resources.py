@@ -50,3 +50,21 @@ def cache_dir() -> Path:
     root = os.environ.get("ALERTBENCH_CACHE")
     path = Path(root) if root else Path(platformdirs.user_cache_dir("alertbench"))
     return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner alone (0600), from the first byte:
+    files holding passwords (a cluster's accounts, a broker's JAAS line) are never 0644, not
+    even between creation and a chmod."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT
+    with os.fdopen(fd, "w") as fp:
+        fp.write(text)
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 if it does not exist (a database that will hold
+    secrets: its engine then keeps the mode), and tighten it to 0600 if it does."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    os.close(fd)

@@ -26,7 +26,7 @@ from alertbench.harness.cli.console import (
     progress,
     transport_kind,
 )
-from alertbench.harness.report.results import RESULTS_FILE, write_results
+from alertbench.harness.report.results import RESULTS_FILE, redact_url, write_results
 from alertbench.refimpl.codecs.base import SERIALIZERS
 
 
@@ -184,10 +184,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress=bar,
             roles="threads" if args.threads else "processes",
         )
-    row["transport"] = args.transport
+    row["transport"] = shown = redact_url(args.transport)  # a URL may carry a password
     lat = row["latency_us"]
     out.print(
-        f"{workload.name} over {args.transport} x {args.serializer}: {row['alerts_sent']:,} "
+        f"{workload.name} over {shown} x {args.serializer}: {row['alerts_sent']:,} "
         f"alerts offered at {row['offered_alerts_per_second']:,.0f}/s to "
         f"{workload.subscribers} subscriber(s); lost {row['lost']:,}, duplicates "
         f"{row['duplicates']:,}, sent behind schedule {row['sent_behind_schedule']:,}; latency "
@@ -224,9 +224,9 @@ def cmd_max_rate(args: argparse.Namespace) -> int:
             latency_bound_s=args.latency_bound,
             progress=bar,
         )
-    result["transport"] = args.transport
+    result["transport"] = shown = redact_url(args.transport)
     out.print(
-        f"{args.transport} x {args.serializer}: maximum sustainable rate "
+        f"{shown} x {args.serializer}: maximum sustainable rate "
         f"{result['max_sustainable_rate']:,.0f} alerts/s = {result['headroom_over_lsst']:.2f}x "
         f"LSST's average rate (p99 <= {args.latency_bound:g} s, nothing lost, <=1% late)",
         markup=False,

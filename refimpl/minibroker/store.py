@@ -9,6 +9,7 @@ after it is scoped to that user, so a token never reaches another user's filters
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import re
@@ -22,6 +23,7 @@ from pathlib import Path
 from alertbench.refimpl.minibroker.filters.language import FieldCatalog, parse_filter
 
 from alertbench.errors import AccessDenied, LimitExceeded, StoreError
+from alertbench.resources import create_private
 
 DEFAULT_ALERTS_PER_VISIT = 20
 DEFAULT_MAX_FILTERS = 10
@@ -76,6 +78,8 @@ class MiniBrokerStore:
         self.path = Path(path)
         self.catalog = catalog or FieldCatalog()
         self._lock = threading.Lock()
+        with contextlib.suppress(OSError):  # a folder or a missing parent: sqlite says so below
+            create_private(self.path)  # token digests and users: owner only
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA foreign_keys = ON")
         self._db.execute("PRAGMA journal_mode = WAL")

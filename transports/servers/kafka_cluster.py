@@ -34,7 +34,7 @@ from pathlib import Path
 from alertbench.transports.base import MAX_FRAME
 
 from alertbench.errors import ServerError
-from alertbench.resources import cache_dir
+from alertbench.resources import cache_dir, write_private
 
 KAFKA_VERSION = "4.1.1"
 POM = Path(__file__).with_name("kafka") / "pom.xml"
@@ -117,7 +117,7 @@ class ClusterState:
     users: dict[str, str] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2))
+        write_private(path, json.dumps(asdict(self), indent=2))  # it holds the passwords
 
     @classmethod
     def load(cls, path: Path) -> ClusterState:
@@ -289,7 +289,7 @@ class KafkaCluster:
         for node in self.nodes:
             Path(node.workdir).mkdir(parents=True, exist_ok=True)
             props = Path(node.workdir) / "server.properties"
-            props.write_text(self._properties(node))
+            write_private(props, self._properties(node))  # the admin's JAAS password
             # "--cluster-id=ID", not "-t ID": a base64 id may start with "-" and read as a flag.
             fmt = ["format", f"--cluster-id={self.cluster_id}", "-c", str(props)]
             if self.auth:
