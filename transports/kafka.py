@@ -474,7 +474,11 @@ class KafkaSubscriber:
                 self._early.append(msg)
             transport.raise_access_error()
         self.dedupe = dedupe
-        self._seen: OrderedDict[int, None] = OrderedDict()
+        # Keyed by where a record is in the log, never by its alert-id header: anyone who can
+        # write to the topic can forge a header, and a forged copy of a real alert's id made
+        # the real alert be dropped as a duplicate. A redelivered record (a rebalance, a seek
+        # back) has the same partition and offset.
+        self._seen: OrderedDict[tuple[int, int], None] = OrderedDict()
         self._window = dedupe_window
         self.duplicates = 0
         self.bad_headers = 0
@@ -544,12 +548,12 @@ class KafkaSubscriber:
                 continue
             self._pending = msg
             received = self._to_received(msg)
-            alert_id = received.envelope.alert_id
-            if self.dedupe and alert_id >= 0:
-                if alert_id in self._seen:
+            where = (msg.partition(), msg.offset())
+            if self.dedupe:
+                if where in self._seen:
                     self.duplicates += 1
                     continue
-                self._seen[alert_id] = None
+                self._seen[where] = None
                 if len(self._seen) > self._window:
                     self._seen.popitem(last=False)
             self.received += 1

@@ -216,6 +216,35 @@ def test_null_and_garbled_headers_are_counted_and_the_alert_still_delivered(
     assert any(f"{transport.topic}/0@0" in e and "alert-id" in e for e in sub.errors)
 
 
+def test_a_forged_alert_id_header_does_not_hide_the_real_alert(kafka_cluster, alerts, codec):
+    """Issue 14, item 12: de-duplication trusted the alert-id header, so a forged record carrying
+    a real alert's id, written first, made the real alert be dropped as a duplicate."""
+    transport = _topic(kafka_cluster, partitions=1)
+    raw = Producer({"bootstrap.servers": kafka_cluster.bootstrap_servers})
+    real = alerts[0]
+    ctype = codec.content_type.encode()
+    forged_id = str(real["diaSourceId"]).encode()
+    raw.produce(
+        transport.topic,
+        value=b"\x00forged",
+        key=forged_id,
+        headers=[("content-type", ctype), ("alert-id", forged_id)],
+    )
+    raw.produce(
+        transport.topic,
+        value=codec.dumps(real),
+        key=forged_id,
+        headers=[("content-type", ctype), ("alert-id", forged_id)],
+    )
+    assert raw.flush(10) == 0  # fmt: skip
+    sub = transport.open_subscriber(Start.earliest())
+    got = list(drain(sub, 2, 10))
+    sub.close()
+    assert len(got) == 2 and got[0].envelope.payload == b"\x00forged"
+    assert got[1].envelope.payload == codec.dumps(real)  # the real alert, not hidden
+    assert sub.duplicates == 0
+
+
 def test_publishing_to_a_missing_topic_is_an_error_not_all_delivered(
     kafka_cluster, alerts, codec
 ) -> None:
