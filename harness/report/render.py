@@ -107,6 +107,19 @@ def provenance(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def run_header(doc: dict[str, Any], command: bool = True) -> list[str]:
+    """The lines every report starts with: machine, Python, commit and time; the versions and
+    options (:func:`provenance`); the command line."""
+    env = doc["environment"]
+    lines = [
+        f"Machine: {env['machine']}, {env['cpus']} CPUs, {env['platform']}; Python "
+        f"{env['python']}; commit {doc['git_commit'][:12]}; {doc['when_utc']}.",
+        "",
+        *provenance(doc),
+    ]
+    return [*lines, f"Command: `{doc['command']}`"] if command else lines
+
+
 # --------------------------------------------------------------------------- matrix
 
 
@@ -429,7 +442,6 @@ SERIALIZERS_PNG = "ratios.png"
 def render_serializers(doc: dict[str, Any], out_dir: Path | None = None) -> str:
     """Every codec on the same alerts (pytest-benchmark medians), relative to Rubin Avro."""
     doc = migrate(doc)
-    env = doc["environment"]
     ratios = doc.get("serializer_ratios_vs_avro") or {}
     per_round = {
         b["extra_info"].get("alerts_per_round")
@@ -440,10 +452,7 @@ def render_serializers(doc: dict[str, Any], out_dir: Path | None = None) -> str:
     lines = [
         "# Serializers: every codec on the same simulated Rubin alerts",
         "",
-        f"Machine: {env['machine']}, {env['cpus']} CPUs, {env['platform']}; Python "
-        f"{env['python']}; commit {doc['git_commit'][:12]}; {doc['when_utc']}.",
-        "",
-        *provenance(doc),
+        *run_header(doc, command=False),
         f"pytest-benchmark medians over the same {count}alerts, per alert; ratios are to Rubin "
         "Avro in the same variant (with cutouts embedded, and without).",
         "",
@@ -477,18 +486,13 @@ def render_serializers(doc: dict[str, Any], out_dir: Path | None = None) -> str:
 def render_workload_run(doc: dict[str, Any], out_dir: Path | None = None) -> str:
     """A paced workload over one transport and serialization (``alertbench run``)."""
     doc = migrate(doc)
-    env = doc["environment"]
     workload = doc.get("workload", {})
     lat = doc["latency_us"]
     lines = [
         f"# Workload {workload.get('name', '?')}: {doc.get('transport', doc.get('transport_url'))}"
         f" x {doc.get('serializer', '?')}",
         "",
-        f"Machine: {env['machine']}, {env['cpus']} CPUs, {env['platform']}; Python "
-        f"{env['python']}; commit {doc['git_commit'][:12]}; {doc['when_utc']}.",
-        "",
-        *provenance(doc),
-        f"Command: `{doc['command']}`",
+        *run_header(doc),
         "",
         "| measure | value |",
         "| --- | ---: |",
@@ -533,15 +537,10 @@ MAX_RATE_PNG = "steps.png"
 def render_max_rate(doc: dict[str, Any], out_dir: Path | None = None) -> str:
     """The maximum-rate search of one transport x serialization, step by step."""
     doc = migrate(doc)
-    env = doc["environment"]
     lines = [
         f"# Maximum sustainable rate: {doc.get('transport', '?')} x {doc['serializer']}",
         "",
-        f"Machine: {env['machine']}, {env['cpus']} CPUs, {env['platform']}; Python "
-        f"{env['python']}; commit {doc['git_commit'][:12]}; {doc['when_utc']}.",
-        "",
-        *provenance(doc),
-        f"Command: `{doc['command']}`",
+        *run_header(doc),
         "",
         f"Maximum sustainable rate: {doc['max_sustainable_rate']:,.0f} alerts/s = "
         f"{doc['max_sustainable_rate'] / LSST_RATE:.2f}x LSST's average rate (nothing lost, "
@@ -575,14 +574,6 @@ def render_codecs(doc: dict[str, Any], out_dir: Path | None = None) -> str:
     """Every codec and engine per realistic alert (alertbench codec-bench)."""
     from alertbench.harness.codec_bench import render_codecs as text
 
-    env = doc["environment"]
-    header = [
-        f"Machine: {env['machine']}, {env['cpus']} CPUs, {env['platform']}; Python "
-        f"{env['python']}; commit {doc['git_commit'][:12]}; {doc['when_utc']}.",
-        "",
-        *provenance(doc),
-        f"Command: `{doc['command']}`",
-    ]
     if out_dir is not None:
         plots.codec_costs(doc["rows"], out_dir / CODECS_PNG)
-    return text(doc, header) + f"\n![encode and decode µs per alert]({CODECS_PNG})\n"
+    return text(doc, run_header(doc)) + f"\n![encode and decode µs per alert]({CODECS_PNG})\n"
