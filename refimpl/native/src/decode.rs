@@ -54,14 +54,20 @@ pub struct Decoder<'s, 'b, 'py> {
 
 type DR = Result<*mut ffi::PyObject, DErr>;
 
+/// A new reference from the C API, or the Python error it set (null means it raised).
+#[inline(always)]
+pub(crate) fn checked(py: Python<'_>, p: *mut ffi::PyObject) -> DR {
+    if p.is_null() {
+        Err(DErr::Py(PyErr::fetch(py)))
+    } else {
+        Ok(p)
+    }
+}
+
 impl<'s, 'b, 'py> Decoder<'s, 'b, 'py> {
     #[inline(always)]
     fn check(&self, p: *mut ffi::PyObject) -> DR {
-        if p.is_null() {
-            Err(DErr::Py(PyErr::fetch(self.py)))
-        } else {
-            Ok(p)
-        }
+        checked(self.py, p)
     }
 
     #[inline(always)]

@@ -22,7 +22,7 @@
 use pyo3::ffi;
 use pyo3::prelude::*;
 
-use crate::decode::{new_ref, DErr, Owned};
+use crate::decode::{checked, new_ref, DErr, Owned};
 use crate::pycache::PyCache;
 use crate::reader::{derr, DResult, DecodeError, MAX_DEPTH};
 use crate::schema::{Node, NodeId, Tree};
@@ -131,8 +131,7 @@ enum Shape {
 }
 
 fn strip_null(t: &Tree, node: NodeId) -> (NodeId, bool) {
-    if let Node::Union { branches, simple: Some((null_at, other)), .. } = &t.nodes[node] {
-        let _ = null_at;
+    if let Node::Union { branches, simple: Some((_, other)), .. } = &t.nodes[node] {
         return (branches[*other as usize], true);
     }
     (node, false)
@@ -156,11 +155,7 @@ pub struct PbDecoder<'s, 'py> {
 impl<'s, 'py> PbDecoder<'s, 'py> {
     #[inline(always)]
     fn check(&self, p: *mut ffi::PyObject) -> DR {
-        if p.is_null() {
-            Err(DErr::Py(PyErr::fetch(self.py)))
-        } else {
-            Ok(p)
-        }
+        checked(self.py, p)
     }
 
     fn err<T>(&self, msg: impl Into<String>, pos: usize) -> Result<T, DErr> {
