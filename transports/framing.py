@@ -67,13 +67,19 @@ def encode_frame(env: Envelope, t_sent_ns: int) -> list[bytes]:
     return [LENGTH.pack(len(header) + len(env.payload)), header, env.payload]
 
 
+READ_CHUNK = 1024 * 1024
+"""The most a read allocates ahead of the bytes that arrived: a frame's length is the peer's
+word, so a buffer grows (doubling) as data comes, never to an announced length at once."""
+
+
 def recv_exact(sock: socket.socket, n: int) -> bytes:
     """Exactly ``n`` bytes, or FrameError if the peer closes first (a truncated frame)."""
-    buf = bytearray(n)
-    view = memoryview(buf)
+    buf = bytearray(min(n, READ_CHUNK))
     got = 0
     while got < n:
-        k = sock.recv_into(view[got:], n - got)
+        if got == len(buf):
+            buf.extend(bytes(min(n - got, len(buf))))  # only once what was there has arrived
+        k = sock.recv_into(memoryview(buf)[got:], len(buf) - got)
         if k == 0:
             if got == 0:
                 raise ConnectionResetError("peer closed the connection")

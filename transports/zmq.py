@@ -11,6 +11,12 @@ URL: ``zmq+tcp://127.0.0.1:PORT?pattern=pubsub|pushpull&hwm=1000``. The publishe
   fan-out); a full high-water mark blocks the publisher (backpressure, nothing dropped).
 
 Neither replays: a subscriber asking for an earlier start is refused.
+
+Per-peer budgets: each peer has its own queue of ``hwm`` messages (what a full one does is the
+pattern's policy above), message parts over ``max_message`` are refused before anything is
+buffered (ZMQ_MAXMSGSIZE), a connection that does not complete the ZMTP handshake within
+``handshake_timeout`` is closed, and heartbeats close a peer that went silent. libzmq has no
+connection cap: each idle connection costs its I/O thread a socket and no more.
 """
 
 from __future__ import annotations
@@ -68,6 +74,18 @@ class ZmqTransport(BaseTransport):
                 "int",
                 minimum=1024,
             ),
+            "handshake_timeout": Option(
+                10.0,
+                "seconds a new peer has to complete the ZMTP handshake before it is closed",
+                "float",
+                minimum=0.1,
+            ),
+            "heartbeat": Option(
+                5.0,
+                "seconds between ZMTP heartbeats; a peer silent for three is closed",
+                "float",
+                minimum=0.1,
+            ),
         },
     )
     """As declared for ``pubsub``; an instance's capabilities follow its pattern."""
@@ -83,6 +101,8 @@ class ZmqTransport(BaseTransport):
         self.pattern: str = self.options["pattern"]
         self.hwm: int = self.options["hwm"]
         self.max_message: int = self.options["max_message"]
+        self.handshake_ms = int(self.options["handshake_timeout"] * 1000)
+        self.heartbeat_ms = int(self.options["heartbeat"] * 1000)
         pushpull = self.pattern == "pushpull"
         self.capabilities = dataclasses.replace(
             type(self).capabilities,
@@ -115,6 +135,15 @@ class ZmqTransport(BaseTransport):
         yield LocalStream(variant, url, ports=[port])
 
 
+def _set_peer_timeouts(sock: zmq.Socket[Any], transport: ZmqTransport) -> None:
+    """A peer that never completes its handshake, or goes silent (a dead host, a half-open
+    connection), is closed by libzmq instead of holding its queue for ever."""
+    sock.setsockopt(zmq.HANDSHAKE_IVL, transport.handshake_ms)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, transport.heartbeat_ms)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * transport.heartbeat_ms)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, 3 * transport.heartbeat_ms)
+
+
 class ZmqPublisher(CountsSubscribers):
     def __init__(self, transport: ZmqTransport) -> None:
         self.transport = transport
@@ -130,6 +159,7 @@ class ZmqPublisher(CountsSubscribers):
         self._sock.setsockopt(zmq.LINGER, 5000)
         # What a publisher receives is subscriptions (XPUB) or nothing (PUSH): a few bytes.
         self._sock.setsockopt(zmq.MAXMSGSIZE, SUBSCRIPTION_MAX)
+        _set_peer_timeouts(self._sock, transport)
         self._monitor = self._sock.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
         )
@@ -193,6 +223,7 @@ class ZmqSubscriber:
         self._sock.setsockopt(zmq.RCVHWM, transport.hwm)
         # Without it a peer announcing an 8 GB part is buffered until memory runs out.
         self._sock.setsockopt(zmq.MAXMSGSIZE, transport.max_message)
+        _set_peer_timeouts(self._sock, transport)
         self._sock.setsockopt(zmq.RECONNECT_IVL, 50)
         self._sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         self._sock.setsockopt(zmq.LINGER, 0)

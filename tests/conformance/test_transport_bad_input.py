@@ -96,6 +96,7 @@ def test_tcp_publisher_survives_a_subscriber_that_resets_mid_publish() -> None:
     rude.close()  # linger 0: an RST, not a FIN
     for i in range(1, 30):  # writes to the reset peer fail; each must be a drop, not a raise
         pub.publish(_env(i, 200_000))
+    pub.flush(5)  # each subscriber has its own writer: the failed writes are seen there
     assert any("write failed" in d or d == "disconnected" for d in pub.dropped), pub.dropped
     late = transport.open_subscriber()  # the watcher is alive: a new subscriber is accepted
     pub.wait_for_subscribers(1)
