@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
 from alertbench.errors import ConfigError, TransportError, UnknownTransportError
+from alertbench.redaction import redact_url
 from alertbench.registry import resolve
 
 MAX_FRAME = 16 * 1024 * 1024
@@ -220,7 +221,7 @@ def parse_url(url: str) -> tuple[str, str, str, dict[str, str]]:
     parts = urlsplit(url)
     if not parts.scheme or not parts.netloc:
         raise ConfigError(
-            f"transport URL {url!r} needs a scheme and a host, e.g. kafka://127.0.0.1:9092/alerts"
+            f"transport URL {redact_url(url)!r} needs a scheme and a host, e.g. kafka://127.0.0.1:9092/alerts"
         )
     return parts.scheme, parts.netloc, parts.path.lstrip("/"), dict(parse_qsl(parts.query))
 
@@ -416,8 +417,10 @@ class BaseTransport:
 
     def __init__(self, url: str, **options: Any) -> None:
         self.url = url
+        self.shown_url = redact_url(url)
+        """The URL for messages and logs: its password and secret parameters hidden."""
         self.scheme, self.netloc, self.path, query = parse_url(url)
-        self.options = resolve_options(self.capabilities.options, query, options, url)
+        self.options = resolve_options(self.capabilities.options, query, options, self.shown_url)
 
     def resolved_options(self) -> dict[str, Any]:
         return redact(self.capabilities.options, self.options)

@@ -117,7 +117,9 @@ class KafkaTransport(BaseTransport):
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
         if not self.path:
-            raise ConfigError(f"Kafka URL {url!r} names no topic (kafka://host:port/TOPIC)")
+            raise ConfigError(
+                f"Kafka URL {self.shown_url!r} names no topic (kafka://host:port/TOPIC)"
+            )
         self.topic = self.path
         self.bootstrap_servers = self.netloc
         self.compression: str = self.options["compression"]

@@ -27,6 +27,7 @@ from rich.progress import (
 )
 
 from alertbench.errors import AlertbenchError, ConfigError
+from alertbench.redaction import redact_text
 
 console = Console(stderr=True)
 """Progress and announcements: stderr, so stdout holds only what a script would read."""
@@ -68,7 +69,8 @@ def fail(message: str) -> int:
     """Print a user's mistake as one line on stderr; the exit status to return."""
     # Plain print, not rich: rich would wrap a long message at the terminal's width and read
     # square brackets in it ("[avro-ocf] ...") as markup.
-    print(error_line(message), file=sys.stderr, flush=True)
+    # A message may quote a transport URL, and a URL may carry a password.
+    print(error_line(redact_text(message)), file=sys.stderr, flush=True)
     return USAGE_ERROR
 
 

@@ -32,11 +32,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from alertbench.harness.environment import environment, git_commit
 
 from alertbench.errors import ConfigError
+from alertbench.redaction import SECRET, SECRET_KEY, redact_text, redact_url
 
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
@@ -54,8 +54,6 @@ KINDS = (
     "codecs",
 )
 
-SECRET = "***"
-SECRET_KEY = re.compile(r"password|passwd|pwd|secret|token|credential|api[_-]?key", re.I)
 """Names of options, query parameters and command-line flags whose value is never written."""
 
 _OLD_ENV_VERSIONS = {"confluent_kafka": "confluent-kafka", "librdkafka": "librdkafka"}
@@ -73,31 +71,6 @@ def command_line(argv: list[str] | None = None) -> str:
 # --------------------------------------------------------------------------- redaction
 
 
-def redact_url(text: str) -> str:
-    """``text`` with a URL's ``user:pass@`` and secret query parameters replaced."""
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        return text
-    if not parts.scheme or not parts.netloc:
-        return text
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:{SECRET}@{host}" if ":" in userinfo else f"{SECRET}@{host}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(SECRET_KEY.search(k) for k, _ in pairs):
-            query = urlencode(
-                [(k, SECRET if SECRET_KEY.search(k) else v) for k, v in pairs], safe="*"
-            )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
-"""A URL inside free text (a command line, a message), ending before space or a quote."""
 _FLAG = re.compile(r"^--?([A-Za-z0-9_.-]+)(=(.*))?$")
 
 
@@ -106,7 +79,7 @@ def redact_command(command: str) -> str:
     try:
         words = shlex.split(command)
     except ValueError:
-        return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), command)
+        return redact_text(command)
     out: list[str] = []
     hide_next = False
     for word in words:
@@ -145,7 +118,7 @@ def redact(value: Any, *, under_secret: bool = False) -> Any:
     if isinstance(value, list | tuple):
         return [redact(v, under_secret=under_secret) for v in value]
     if isinstance(value, str) and "://" in value:
-        return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), value)
+        return redact_text(value)
     return value
 
 

@@ -13,9 +13,11 @@ import tracemalloc
 
 from alertbench.transports.base import Envelope, get_transport
 from alertbench.transports.servers.kafka_cluster import free_port
-OUTBOX_BYTES = 64 * 1024 * 1024  # the default outbox (alertbench.transports.tcp.OUTBOX_BYTES)
 
 from tests.support.streams import drain
+
+OUTBOX_BYTES = 64 * 1024 * 1024
+"""The default outbox (alertbench.transports.tcp.OUTBOX_BYTES; checked below)."""
 
 PAYLOAD = 100_000
 
