@@ -17,6 +17,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,11 +115,20 @@ class MiniBrokerStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _write(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+    def _write(
+        self,
+        sql: str,
+        args: tuple = (),
+        before_commit: Callable[[sqlite3.Cursor], None] | None = None,
+    ) -> sqlite3.Cursor:
+        """One statement in its own transaction; ``before_commit(cursor)``, if given, runs after
+        it and may raise to roll it back."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 cursor = self._db.execute(sql, args)
+                if before_commit is not None:
+                    before_commit(cursor)
                 self._db.execute("UPDATE revision SET value = value + 1 WHERE id = 0")
                 self._db.execute("COMMIT")
             except BaseException:
@@ -157,15 +167,28 @@ class MiniBrokerStore:
             raise StoreError(f"user {name!r} already exists") from None
         return token
 
-    def rotate_token(self, name: str) -> str:
+    def rotate_token(self, name: str, apply: Callable[[str], None] | None = None) -> str:
+        """Give ``name`` a new token (returned, shown once); the old one stops working here.
+
+        Wherever else the token is a credential, ``apply(new_token)`` must replace it there (a
+        user's Kafka password is their token: the harness passes a function that replaces the
+        SCRAM credential, so the old token stops opening Kafka too). It runs once the user is
+        found and before the new token is committed; if it raises, nothing changes, and the old
+        token stays valid both here and there. The store's write lock is held meanwhile.
+        """
         token = secrets.token_urlsafe(32)
-        if (
-            self._write(
-                "UPDATE users SET token_sha256 = ? WHERE name = ?", (_digest(token), name)
-            ).rowcount
-            != 1
-        ):
-            raise StoreError(f"no user {name!r}")
+
+        def found_then_apply(cursor: sqlite3.Cursor) -> None:
+            if cursor.rowcount != 1:
+                raise StoreError(f"no user {name!r}")
+            if apply is not None:
+                apply(token)
+
+        self._write(
+            "UPDATE users SET token_sha256 = ? WHERE name = ?",
+            (_digest(token), name),
+            before_commit=found_then_apply,
+        )
         return token
 
     def users(self) -> list[User]:

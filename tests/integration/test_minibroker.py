@@ -26,7 +26,12 @@ from alertbench.refimpl.minibroker import (
 from alertbench.refimpl.minibroker.filters import FilterError
 from alertbench.transports.base import Envelope, Start, TransportError
 from alertbench.transports.kafka import KafkaTransport
-from alertbench.transports.servers.kafka_cluster import PRODUCER_USER, KafkaCluster
+from alertbench.transports.servers.kafka_cluster import (
+    PRODUCER_USER,
+    KafkaCluster,
+    client_auth,
+    probe,
+)
 from alertbench.transports.vtp import VtpTransport
 
 from alertbench.errors import ConfigError
@@ -158,6 +163,97 @@ def test_a_user_cannot_take_over_an_existing_kafka_principal(secured) -> None:
     )
     assert sub.poll(2.0) is None  # her topic is empty; no authentication or ACL error
     sub.close()
+
+
+def _login_error(cluster: KafkaCluster, user: str, password: str) -> str | None:
+    """None if ``user`` logs in to Kafka with ``password`` and joins a group on their topic;
+    else why not (the broker's refusal)."""
+    try:
+        sub = _kafka(cluster, user_topic(user), user, password).open_subscriber(
+            Start.earliest(), group=f"{user}-login"
+        )
+    except TransportError as exc:
+        return str(exc)
+    try:
+        sub.poll(0.5)
+    except TransportError as exc:
+        return str(exc)
+    finally:
+        sub.close()
+    return None
+
+
+def _logs_in_soon(cluster: KafkaCluster, user: str, password: str, timeout: float = 20.0) -> None:
+    """A new SCRAM credential reaches the broker through the metadata log: allow it a moment."""
+    deadline = time.monotonic() + timeout
+    while (error := _login_error(cluster, user, password)) is not None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{user} cannot log in to Kafka: {error}")
+        time.sleep(0.5)
+
+
+def test_rotating_a_token_replaces_the_users_kafka_password(secured, tmp_path, capsys) -> None:
+    """Issue 14, item 17: ``rotate_token`` changed only the store, so the token it replaced,
+    the user's Kafka (SCRAM) password, still opened their topic. Rotation now replaces the
+    SCRAM credential, through the operator's command, before the new token is committed."""
+    from alertbench.harness.cli import main
+
+    db = tmp_path / "mb.sqlite"
+    kafka = [
+        "--kafka", f"kafka://{secured.bootstrap_servers}",
+        "--kafka-user", "admin", "--kafka-password", secured.users["admin"], "--db", str(db),
+    ]  # fmt: skip
+    assert main(["minibroker", "user", "add", "dave", *kafka]) == 0
+    old = capsys.readouterr().out.split()[-1]
+    _logs_in_soon(secured, "dave", old)
+
+    assert main(["minibroker", "user", "rotate", "dave", *kafka]) == 0, capsys.readouterr().err
+    new = capsys.readouterr().out.split()[-1]
+    assert new != old
+    _logs_in_soon(secured, "dave", new)
+    refused = _login_error(secured, "dave", old)
+    assert refused is not None and "authentication" in refused.lower(), refused
+    with MiniBrokerStore(db) as store:  # and the store took the same token
+        assert store.authenticate(new).name == "dave"
+        with pytest.raises(AccessDenied):
+            store.authenticate(old)
+
+
+def test_rotation_never_replaces_the_password_of_an_account_it_did_not_make(
+    secured, tmp_path, capsys
+) -> None:
+    """A store user who shares a name with a Kafka account that ``user add --kafka`` did not
+    make (item 7's take-over, by rotation): refused, and nothing changes on either side."""
+    from alertbench.harness.cli import main
+    from confluent_kafka.admin import (
+        AdminClient,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
+    admin = AdminClient(secured.admin_config())
+    upsert = UserScramCredentialUpsertion(
+        "ops-team", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), b"ops-password"
+    )
+    for future in admin.alter_user_scram_credentials([upsert]).values():
+        future.result(30)
+    db = tmp_path / "mb.sqlite"
+    with MiniBrokerStore(db) as store:
+        token = store.add_user("ops-team")  # never given Kafka access
+    kafka = [
+        "--kafka", f"kafka://{secured.bootstrap_servers}",
+        "--kafka-user", "admin", "--kafka-password", secured.users["admin"], "--db", str(db),
+    ]  # fmt: skip
+    assert main(["minibroker", "user", "rotate", "ops-team", *kafka]) == 2
+    assert "not made by 'minibroker user add --kafka'" in capsys.readouterr().err
+    with MiniBrokerStore(db) as store:  # rolled back: the old token still works
+        assert store.authenticate(token).name == "ops-team"
+    ops = client_auth("ops-team", "ops-password")  # and the account keeps its own password
+    deadline = time.monotonic() + 20
+    while probe(secured.bootstrap_servers, timeout=3, **ops) < 1:
+        assert time.monotonic() < deadline, "ops-team's own password no longer logs in"
+        time.sleep(0.5)
 
 
 def test_alerts_flow_from_kafka_through_user_filters_to_vtp_and_kafka(

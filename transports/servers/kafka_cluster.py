@@ -10,7 +10,9 @@ request, and stops the nodes with SIGTERM (SIGKILL after a grace period).
 Each node is a combined broker + controller with its own ports chosen by the OS. ``brokers=3``
 gives a 3-node quorum with Rubin's durability settings (replication factor 3,
 min.insync.replicas 2). ``auth=True`` turns on SASL/SCRAM-SHA-512 for clients and the KRaft
-standard authorizer, as Rubin runs it.
+standard authorizer, as Rubin runs it; the KRaft controller listener then takes SASL/PLAIN with
+one static account, ``controller``, whose password only the nodes' own (0600) configuration
+holds, so no other local process can reach the controllers' Admin API (``bootstrap.controllers``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from alertbench.transports.base import MAX_FRAME
 
@@ -40,6 +43,9 @@ KAFKA_VERSION = "4.1.1"
 POM = Path(__file__).with_name("kafka") / "pom.xml"
 ADMIN_USER = "admin"
 PRODUCER_USER = "alert-producer"
+CONTROLLER_USER = "controller"
+"""With ``auth``: the one principal of the controller listener (SASL/PLAIN, a static account in
+each node's server.properties); the nodes use it to reach the quorum, and nobody else has it."""
 
 
 class KafkaLauncherError(ServerError):
@@ -172,6 +178,9 @@ class KafkaCluster:
         self.alert_topic = alert_topic
         self.readers = readers
         self.users: dict[str, str] = {}
+        # Not in ``users`` (the SCRAM accounts, saved and printed by ``alertbench kafka start``):
+        # it is needed only by the nodes, and lives only in their server.properties.
+        self._controller_password = uuid.uuid4().hex
         if auth:
             for user in (ADMIN_USER, PRODUCER_USER, *readers):
                 self.users[user] = uuid.uuid4().hex
@@ -201,6 +210,7 @@ class KafkaCluster:
     def _properties(self, node: Node) -> str:
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
         client_listener = "SASL_PLAINTEXT" if self.auth else "PLAINTEXT"
+        controller_protocol = "SASL_PLAINTEXT" if self.auth else "PLAINTEXT"
         lines = {
             "process.roles": "broker,controller",
             "node.id": node.node_id,
@@ -211,7 +221,7 @@ class KafkaCluster:
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": client_listener,
             "listener.security.protocol.map": (
-                f"CONTROLLER:PLAINTEXT,{client_listener}:{client_listener}"
+                f"CONTROLLER:{controller_protocol},{client_listener}:{client_listener}"
             ),
             "log.dirs": str(Path(node.workdir) / "data"),
             "num.partitions": self.partitions,
@@ -232,6 +242,7 @@ class KafkaCluster:
         }
         if self.auth:
             admin = self.users[ADMIN_USER]
+            controller = self._controller_password
             lines.update(
                 {
                     "sasl.enabled.mechanisms": "SCRAM-SHA-512",
@@ -240,13 +251,25 @@ class KafkaCluster:
                         "org.apache.kafka.common.security.scram.ScramLoginModule required "
                         f'username="{ADMIN_USER}" password="{admin}";'
                     ),
+                    # The controller listener authenticates too (issue 14): as PLAINTEXT its
+                    # peers were ANONYMOUS, a super user, so any local process could create ACLs
+                    # through bootstrap.controllers. SCRAM cannot serve it (the credentials live
+                    # in the metadata the quorum must first agree on), so it takes PLAIN with a
+                    # single static account: the line both logs this node in to the quorum
+                    # (username/password) and is the listener's whole user list (user_<name>).
+                    "sasl.mechanism.controller.protocol": "PLAIN",
+                    "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+                    "listener.name.controller.plain.sasl.jaas.config": (
+                        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                        f'username="{CONTROLLER_USER}" password="{controller}" '
+                        f'user_{CONTROLLER_USER}="{controller}";'
+                    ),
                     "authorizer.class.name": (
                         "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
                     ),
                     "allow.everyone.if.no.acl.found": "false",
-                    # KRaft's controller listener is loopback-only PLAINTEXT here; its peers
-                    # authenticate as ANONYMOUS, which must be a super user for the quorum to work.
-                    "super.users": f"User:{ADMIN_USER};User:ANONYMOUS",
+                    # The inter-broker account and the quorum's own account; nobody anonymous.
+                    "super.users": f"User:{ADMIN_USER};User:{CONTROLLER_USER}",
                 }
             )
         return "".join(f"{k}={v}\n" for k, v in lines.items())
@@ -289,7 +312,8 @@ class KafkaCluster:
         for node in self.nodes:
             Path(node.workdir).mkdir(parents=True, exist_ok=True)
             props = Path(node.workdir) / "server.properties"
-            write_private(props, self._properties(node))  # the admin's JAAS password
+            # The admin's and the controller account's JAAS passwords: owner only.
+            write_private(props, self._properties(node))
             # "--cluster-id=ID", not "-t ID": a base64 id may start with "-" and read as a flag.
             fmt = ["format", f"--cluster-id={self.cluster_id}", "-c", str(props)]
             if self.auth:
@@ -515,6 +539,47 @@ def client_auth(user: str, password: str) -> dict[str, str]:
         "sasl.username": user,
         "sasl.password": password,
     }
+
+
+def replace_scram_password(
+    admin_config: dict[str, Any], user: str, password: str, *, timeout: float = 30.0
+) -> None:
+    """Make ``password`` the one SCRAM credential of ``user``, through an admin connection.
+
+    The SCRAM-SHA-512 credential is replaced, then any other SCRAM mechanism the user holds
+    (SCRAM-SHA-256, set by another tool) is deleted, so no earlier password logs in any more (one
+    request each: Kafka refuses two changes to one user in a request). Connections already
+    authenticated keep their session until they close.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (
+        AdminClient,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialDeletion,
+        UserScramCredentialUpsertion,
+    )
+
+    admin = AdminClient(admin_config)
+    try:
+        held = admin.describe_user_scram_credentials([user])[user].result(timeout)
+        mechanisms = {info.mechanism for info in held.scram_credential_infos}
+    except KafkaException as exc:  # no credential yet: nothing else to delete
+        if "RESOURCE_NOT_FOUND" not in str(exc).upper():
+            raise
+        mechanisms = set()
+    upsert = UserScramCredentialUpsertion(
+        user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), password.encode()
+    )
+    changes: list[Any] = [upsert]
+    changes += [
+        UserScramCredentialDeletion(user, mechanism)
+        for mechanism in mechanisms
+        if mechanism != ScramMechanism.SCRAM_SHA_512
+    ]
+    for change in changes:
+        for future in admin.alter_user_scram_credentials([change]).values():
+            future.result(timeout)
 
 
 def pid_alive(pid: int) -> bool:
