@@ -210,8 +210,12 @@ class KafkaTransport(BaseTransport):
         dedupe_window: int = 1_000_000,
         assign_timeout: float = 20.0,
         config: Mapping[str, Any] | None = None,
+        commit: str = "auto",
     ) -> KafkaSubscriber:
-        """``config``: librdkafka settings for this consumer only, over the transport's."""
+        """``config``: librdkafka settings for this consumer only, over the transport's.
+        ``commit``: ``auto`` stores each record's offset once the next poll() begins (it was
+        handed over) and commits in the background; ``manual`` commits only in
+        :meth:`KafkaSubscriber.commit`, for a caller that delivers onwards in batches."""
         start = start or Start.latest()
         if start.kind == "after":
             _positions(start.position)  # a foreign position is refused here
@@ -223,6 +227,7 @@ class KafkaTransport(BaseTransport):
             dedupe_window=dedupe_window,
             assign_timeout=assign_timeout,
             config=config,
+            commit=commit,
         )
 
     @classmethod
@@ -443,16 +448,22 @@ class KafkaSubscriber:
         dedupe_window: int = 1_000_000,
         assign_timeout: float = 20.0,
         config: Mapping[str, Any] | None = None,
+        commit: str = "auto",
     ) -> None:
+        if commit not in ("auto", "manual"):
+            raise ConfigError(f"commit must be 'auto' or 'manual', not {commit!r}")
         self.transport = transport
         self.start = start
         self.group = group or f"alertbench-{uuid.uuid4().hex[:12]}"
+        self.manual = commit == "manual"
+        self._returned: dict[int, int] = {}
+        """partition -> offset of the last record poll() returned (manual commits)."""
         conf = transport.client_config()
         conf.update(
             {
                 "group.id": self.group,
                 "auto.offset.reset": "earliest" if start.kind == "earliest" else "latest",
-                "enable.auto.commit": True,
+                "enable.auto.commit": not self.manual,
                 "enable.auto.offset.store": False,
                 "fetch.message.max.bytes": MAX_FRAME,
                 "max.partition.fetch.bytes": MAX_FRAME,
@@ -527,7 +538,7 @@ class KafkaSubscriber:
         deadline = time.monotonic() + timeout
         looked = False
         while True:
-            if self._pending is not None:
+            if self._pending is not None and not self.manual:
                 self._consumer.store_offsets(message=self._pending)
                 self._pending = None
             remaining = deadline - time.monotonic()
@@ -559,7 +570,28 @@ class KafkaSubscriber:
                 if len(self._seen) > self._window:
                     self._seen.popitem(last=False)
             self.received += 1
+            self._returned[msg.partition()] = msg.offset()
             return received
+
+    def commit(self) -> int:
+        """Commit, synchronously, the group's position after every record poll() returned
+        (``commit="manual"``): a caller that commits only once what it read is safely
+        delivered onwards gets at-least-once end to end, and resumes there after a crash.
+        Returns how many partitions were committed; TransportError if Kafka refused."""
+        if not self._returned:
+            return 0
+        offsets = [
+            KafkaTopicPartition(self.transport.topic, partition, offset + 1)
+            for partition, offset in sorted(self._returned.items())
+        ]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            raise TransportError(
+                f"Kafka refused the commit of group {self.group!r}: {exc.args[0].str()}"
+            ) from None
+        self._returned.clear()
+        return len(offsets)
 
     def _raise_if_refused(self, msg: Any) -> None:
         error = msg.error()
@@ -622,8 +654,10 @@ class KafkaSubscriber:
         }
 
     def close(self) -> None:
-        if self._pending is not None:
+        """Closes the consumer; with ``commit="auto"`` what was read is committed, with
+        ``"manual"`` only what :meth:`commit` committed counts as read."""
+        if self._pending is not None and not self.manual:
             self._consumer.store_offsets(message=self._pending)
-            self._pending = None
+        self._pending = None
         with contextlib.suppress(RuntimeError):  # already closed
             self._consumer.close()
