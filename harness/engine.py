@@ -231,6 +231,16 @@ class RunResult:
     sent_behind_schedule: int
     late_fraction: float
     unacknowledged: int
+    alerts_published: int
+    """Alerts handed to the transport (fewer than ``alerts_sent`` when publishing was
+    aborted)."""
+    acknowledged: int | None
+    """Alerts the transport acknowledged by id (None where it does not say which)."""
+    lost_acknowledged: int | None
+    """Acknowledged alerts some subscriber never received: for a durable transport, alerts
+    lost although the publisher was told they were safe (None: no per-id acknowledgements)."""
+    aborted: str
+    """Why publishing stopped early (a server lost mid-run), or ""."""
     payload_bytes: int
     bytes_per_alert: float
     publish_seconds: float
@@ -515,6 +525,9 @@ class _Published:
     payload_bytes: int
     seconds: float
     unacknowledged: int
+    published: int
+    aborted: str = ""
+    """Why publishing stopped before the schedule's end (a transport failure), else ""."""
 
 
 def _publish(
@@ -533,6 +546,8 @@ def _publish(
     late = payload_bytes = 0
     t0 = time.time_ns() + (LEAD_NS if offsets_ns is not None else 0)
     started = time.perf_counter()
+    published = 0
+    aborted = ""
     for i in range(n):
         if offsets_ns is None:
             due = time.time_ns()
@@ -545,23 +560,37 @@ def _publish(
         if offsets_ns is not None and is_late(due, time.time_ns()):
             late += 1
         intended[i] = due
-        publisher.publish(
-            Envelope(
-                payload=payload,
-                content_type=content_type,
-                alert_id=i,
-                t_shutter_ns=t0,
-                t_intended_ns=due,
-                sequence=i,
+        try:
+            publisher.publish(
+                Envelope(
+                    payload=payload,
+                    content_type=content_type,
+                    alert_id=i,
+                    t_shutter_ns=t0,
+                    t_intended_ns=due,
+                    sequence=i,
+                )
             )
-        )
+        except TransportError as exc:
+            if published == 0:
+                raise  # the run never started (refused, unreachable): the caller's mistake
+            # A server lost mid-run is a result to account for, not a crash: the run stops
+            # publishing, and what was acknowledged, delivered and lost is still measured.
+            aborted = f"publishing stopped at alert {i:,} of {n:,}: {exc}"
+            break
+        published += 1
         payload_bytes += len(payload)
         if task is not None and i % 50 == 0:
             progress.update(task, completed=i)
-    left = publisher.flush(FLUSH_S)
+    try:
+        left = int(publisher.flush(FLUSH_S) or 0)
+    except TransportError as exc:
+        left = published  # nothing known to be acknowledged beyond what the counters say
+        aborted = aborted or f"flush failed: {exc}"
     if task is not None:
         progress.update(task, completed=n)
-    return _Published(t0, late, payload_bytes, time.perf_counter() - started, int(left or 0))
+    seconds = time.perf_counter() - started
+    return _Published(t0, late, payload_bytes, seconds, left, published, aborted)
 
 
 def _wait_for_subscribers(
@@ -672,6 +701,22 @@ def _run(
                    publisher_cpu, servers)  # fmt: skip
 
 
+def _lost_acknowledged(
+    acked: np.ndarray | None, reports: list[dict[str, Any]], fanout: bool
+) -> int | None:
+    """Acknowledged alerts missing at a subscriber (fan-out: at any one; shared: at all)."""
+    if acked is None:
+        return None
+    arrays = [r["received_ns"] for r in reports]
+    if not arrays:
+        return int(acked.size)
+    n = min(a.size for a in arrays)
+    acked = acked[(acked >= 0) & (acked < n)]  # ids outside the run are not its alerts
+    got = np.stack([a[:n] for a in arrays]) > 0
+    have = got.all(axis=0) if fanout else got.any(axis=0)
+    return int((~have[acked]).sum())
+
+
 def _result(
     spec: RunSpec,
     url: str,
@@ -727,6 +772,8 @@ def _result(
     ]
     peaks = [s["peak_rss_mb"] for s in subscribers if s["peak_rss_mb"] is not None]
     examples = [e for r in reports for e in r["examples"]][:5]
+    ids = getattr(publisher, "acknowledged_ids", None)
+    acked = None if ids is None else np.asarray(sorted(set(ids())), dtype=np.int64)
 
     return RunResult(
         transport_url=url,
@@ -751,6 +798,10 @@ def _result(
         sent_behind_schedule=sent.late,
         late_fraction=sent.late / n,
         unacknowledged=sent.unacknowledged,
+        alerts_published=sent.published,
+        acknowledged=None if acked is None else len(acked),
+        lost_acknowledged=_lost_acknowledged(acked, reports, fanout),
+        aborted=sent.aborted,
         payload_bytes=sent.payload_bytes,
         bytes_per_alert=sent.payload_bytes / n,
         publish_seconds=sent.seconds,

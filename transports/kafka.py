@@ -54,6 +54,8 @@ from alertbench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+ERROR_LOG_INTERVAL = 10.0
+"""Seconds between two log lines for the same Kafka client error."""
 COMPRESSION = ("none", "lz4", "zstd", "snappy", "gzip")
 HEADER_CONTENT_TYPE = "content-type"
 HEADER_ALERT_ID = "alert-id"
@@ -80,12 +82,27 @@ class _LibrdkafkaLog:
 
     def __init__(self) -> None:
         self.fatal: list[str] = []
+        self._last: dict[str, tuple[float, int]] = {}
 
     def log(self, level: int, fmt: str, *args: Any) -> None:
         message = fmt % args if args else fmt
         if "FATAL" in message or "Fatal error" in message:
             self.fatal.append(message)
-        log.log(level, "%s", message)
+            self._last.pop("FATAL", None)
+        # librdkafka's levels are syslog's (3 error, 4 warning, 6 info, 7 debug).
+        python_level = (
+            logging.ERROR if level <= 3 else logging.WARNING if level == 4 else
+            logging.INFO if level <= 6 else logging.DEBUG
+        )  # fmt: skip
+        facility = message.split(" ", 1)[0]  # FAIL, CONFWARN, ...: a reconnect loop repeats one
+        now = time.monotonic()
+        last, quiet = self._last.get(facility, (-ERROR_LOG_INTERVAL, 0))
+        if now - last < ERROR_LOG_INTERVAL:
+            self._last[facility] = (last, quiet + 1)
+            return
+        again = f" ({quiet} more like it since)" if quiet else ""
+        log.log(python_level, "%s%s", message, again)
+        self._last[facility] = (now, 0)
 
 
 class KafkaTransport(BaseTransport):
@@ -130,10 +147,28 @@ class KafkaTransport(BaseTransport):
         self.config: dict[str, Any] = self.options["config"]
         self.client_errors: list[KafkaError] = []
         self.librdkafka_log = _LibrdkafkaLog()
+        self._error_logged: dict[int, tuple[float, int]] = {}
+        self.reached = False
+        """Whether a client of this transport has talked to the cluster (a delivery, a
+        partition assignment): after that, every broker being down is an outage to ride out,
+        not a wrong address or missing credentials."""
+        self._outage_logged = False
 
     def _on_error(self, error: KafkaError) -> None:
+        """Kept (raise_access_error reads them) and logged; a repeat of the same error within
+        ERROR_LOG_INTERVAL is counted, not logged: a dead broker is retried many times a
+        second, and one line per retry buries what the run has to say."""
         self.client_errors.append(error)
-        log.warning("Kafka client error: %s", error)
+        del self.client_errors[:-100]
+        now = time.monotonic()
+        code = error.code()
+        last, quiet = self._error_logged.get(code, (-ERROR_LOG_INTERVAL, 0))
+        if now - last < ERROR_LOG_INTERVAL:
+            self._error_logged[code] = (last, quiet + 1)
+            return
+        again = f" ({quiet} more like it since)" if quiet else ""
+        log.warning("Kafka client error: %s%s", error, again)
+        self._error_logged[code] = (now, 0)
 
     def raise_access_error(self) -> None:
         """Raise TransportError if the cluster refused our credentials or permissions."""
@@ -146,9 +181,20 @@ class KafkaTransport(BaseTransport):
         if self.client_errors and all(
             e.code() == KafkaError._ALL_BROKERS_DOWN for e in self.client_errors[-3:]
         ):
-            hint = "" if self.user else " (does the cluster require SASL credentials?)"
+            if self.reached:
+                # The cluster answered before: librdkafka keeps reconnecting, and the caller's
+                # flush() or idle timeout says what was not delivered meanwhile.
+                if not self._outage_logged:
+                    log.warning(
+                        "every Kafka broker at %s is down; retrying", self.bootstrap_servers
+                    )
+                    self._outage_logged = True
+                return
+            hint = "is it running?" + (
+                "" if self.user else " does the cluster require SASL credentials?"
+            )
             raise TransportError(
-                f"no Kafka broker at {self.bootstrap_servers} accepts us{hint}: "
+                f"no Kafka broker at {self.bootstrap_servers} answers ({hint}): "
                 f"{self.client_errors[-1].str()}"
             )
 
@@ -327,6 +373,7 @@ class KafkaPublisher(CannotCountSubscribers):
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         alert_id = int(msg.key() or b"-1")
         if err is None:
+            self.transport.reached = True
             self.acked.append(alert_id)
         else:
             self.failed.append((alert_id, str(err)))
@@ -408,6 +455,10 @@ class KafkaPublisher(CannotCountSubscribers):
         return topic is None or (
             error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
         )
+
+    def acknowledged_ids(self) -> list[int]:
+        """The ids of the alerts the cluster acknowledged (acks=all), for per-alert accounting."""
+        return list(self.acked)
 
     def counters(self) -> dict[str, int]:
         return {
@@ -533,6 +584,7 @@ class KafkaSubscriber:
                 p.offset = by_partition.get(p.partition, -1)
         consumer.assign(partitions)
         self._assigned = True
+        self.transport.reached = True
 
     def poll(self, timeout: float = 1.0) -> Received | None:
         deadline = time.monotonic() + timeout

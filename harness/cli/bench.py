@@ -196,8 +196,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{row['cores_per_stream_at_lsst_rate']:.2f} cores per stream at LSST's rate",
         markup=False,
     )
+    if row["acknowledged"] is not None:
+        out.print(
+            f"accounting per alert: {row['alerts_published']:,} published, "
+            f"{row['acknowledged']:,} acknowledged, {row['unacknowledged']:,} not acknowledged; "
+            f"{row['lost_acknowledged']:,} acknowledged but not delivered",
+            markup=False,
+        )
+    if row["aborted"]:
+        out.print(f"aborted: {row['aborted']}", markup=False)
     roles = row.get("processes")
-    if roles and roles.get("subscribers"):
+    if roles and roles.get("subscribers") and not args.threads:  # threads: one process
         subs = roles["subscribers"]
         out.print(
             f"processes: publisher {roles['publisher']['cpu_seconds']:.1f} CPU s, peak "
@@ -209,7 +218,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.output:
         path = _write(args, "workload-run", row)
         out.print(f"wrote {path}")
-    return 0 if row["lost"] == 0 else 1
+    return 0 if row["lost"] == 0 and not row["aborted"] else 1
 
 
 def cmd_max_rate(args: argparse.Namespace) -> int:

@@ -508,10 +508,22 @@ def render_workload_run(doc: dict[str, Any], out_dir: Path | None = None) -> str
         f"{lat['max'] / 1e3:,.1f} ms |",
         f"| within 60 s | {doc.get('within_60s_fraction', 0) * 100:.2f}% |",
         f"| cores per stream at LSST's rate | {doc.get('cores_per_stream_at_lsst_rate', 0):.2f} |",
-        "",
     ]
+    if doc.get("acknowledged") is not None:
+        lines += [
+            f"| published | {doc['alerts_published']:,} |",
+            f"| acknowledged | {doc['acknowledged']:,} |",
+            f"| not acknowledged | {doc['unacknowledged']:,} |",
+            f"| acknowledged, not delivered | {doc['lost_acknowledged']:,} |",
+        ]
+    lines.append("")
+    if doc.get("aborted"):
+        lines += [f"Aborted: {doc['aborted']}", ""]
     roles = doc.get("processes") or {}
-    if roles.get("publisher"):
+    threads = doc.get("roles") == "threads" or any(
+        s.get("peak_rss_mb") is None for s in roles.get("subscribers", [])
+    )
+    if roles.get("publisher") and not threads:
         lines += [
             "CPU seconds and peak memory per role (each subscriber a process of its own):",
             "",
