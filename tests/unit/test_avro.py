@@ -169,12 +169,22 @@ def test_hostile_bodies_are_decode_errors_in_bounded_memory(alerts) -> None:
 @settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(cut=st.integers(min_value=0), flip=st.integers(min_value=0), value=st.integers(0, 255))
-def test_damaged_messages_never_yield_a_partial_alert(schema, alerts, cut, flip, value) -> None:
+@given(
+    cut=st.integers(min_value=0),
+    flip=st.integers(min_value=0),
+    value=st.integers(0, 255),
+    tail=st.binary(max_size=16),
+)
+def test_damaged_messages_never_yield_a_partial_alert(
+    schema, alerts, cut, flip, value, tail
+) -> None:
+    """Cut, flipped or with bytes appended (the test before never appended any), a message
+    decodes to a whole alert or raises DecodeError; an intact alert with bytes appended is
+    refused in test_trailing_bytes_are_rejected."""
     codec = AvroSerializer()
     data = bytearray(codec.dumps(alerts[1]))
     data[5 + flip % (len(data) - 5)] = value
-    data = bytes(data[: len(data) - cut % 2000])
+    data = bytes(data[: len(data) - cut % 2000]) + tail
     try:
         decoded = codec.loads(data)
     except DecodeError:
