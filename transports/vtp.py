@@ -25,9 +25,27 @@ Frame size: Twisted-based peers (Comet) silently drop frames of 100,000 bytes or
 while a Rubin alert with embedded cutouts is ~250 KB as VOEvent XML: use cutouts by reference to
 talk to a stock peer, or raise the peer's limit. Ours is ``max_frame`` (16 MiB by default).
 Capabilities: VOEvent XML only, no replay, per-message acknowledgement; the harness measures the
-cost. A slow subscriber: the broker queues up to ``subscriber_buffer`` events for it and then
-blocks the author for up to ``ack_timeout`` seconds; a subscriber still behind (or one that
-leaves an event unacknowledged that long) is **disconnected**, and the others go on.
+cost.
+
+Budgets, per peer, each an option of :class:`VtpTransport` (and a keyword of :class:`VtpBroker`);
+every peer cut off by one is counted in :meth:`VtpBroker.counters`:
+
+* Frames are read incrementally, on both sides: the 4-byte length is checked against
+  ``max_frame`` and the buffer then grows only as bytes arrive, so a peer that announces 16 MiB
+  and sends nothing costs nothing.
+* An author must deliver its whole frame within ``frame_timeout`` seconds of connecting and may
+  never go ``idle_timeout`` seconds without sending; one that does is sent a nak and cut off. A
+  subscriber (ours, or the broker reading its subscribers) gives a frame ``frame_timeout``
+  seconds from its first byte to its last.
+* At most ``max_authors`` author connections and ``max_subscribers`` subscribers at once: the
+  next is refused at once, with a nak saying the broker is full, and closed.
+* A slow subscriber: the broker queues up to ``subscriber_buffer`` events and ``outbox_bytes``
+  bytes for it; the event that does not fit **disconnects** it at once (counted), and the authors
+  and the other subscribers go on: the fan-out never waits for a subscriber, and no lock is held
+  while a socket is written. A subscriber that leaves an event unacknowledged ``ack_timeout``
+  seconds, or whose socket accepts nothing for ``write_timeout`` seconds, is disconnected too.
+* Whatever an author's bytes make the parser or the validator do, the author gets a nak with
+  the reason (a DTD, in any encoding, is refused: see :mod:`alertbench.xmlsafe`).
 """
 
 from __future__ import annotations
@@ -37,11 +55,12 @@ import datetime as dt
 import hashlib
 import ipaddress
 import logging
-import queue
+import math
+import re
 import socket
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,19 +77,18 @@ from alertbench.transports.base import (
     Option,
     Received,
     Start,
-    TransportError,
     refuse_content_type,
     refuse_replay,
+    resolve_options,
 )
-from alertbench.transports.framing import LENGTH, FrameError, SocketSubscriber, recv_exact
+from alertbench.transports.framing import LENGTH, SocketSubscriber
 from alertbench.transports.tcp import host_port
 from lxml import etree
 
-from alertbench.errors import ConfigError
+from alertbench.errors import ConfigError, FrameError, TransportError, UnsafeXmlError
 from alertbench.xmlsafe import (
     VOEVENT_NS,
     VOEVENT_ROLES,
-    UnsafeXmlError,
     parse_untrusted,
     xsd_error,
 )
@@ -84,6 +102,89 @@ TRANSPORT_SCHEMA_LOCATION = (
 )
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 CONTENT_TYPE = "application/x-voevent+xml"
+
+# -- budgets (the defaults of the options VtpTransport declares) ----------------------------------
+
+FRAME_TIMEOUT = 30.0
+IDLE_TIMEOUT = 10.0
+WRITE_TIMEOUT = 10.0
+MAX_AUTHORS = 64
+MAX_SUBSCRIBERS = 256
+SUBSCRIBER_BUFFER = 10_000
+OUTBOX_BYTES = 64 * 1024 * 1024
+READ_CHUNK = 64 * 1024
+"""The most a frame reader asks the socket for at once: what an announced length can cost
+before the bytes are there."""
+REPLY_FRAME = 1024 * 1024
+"""The largest Transport message (ack, nak, iamalive, authenticate) anyone here reads."""
+
+BROKER_OPTIONS: dict[str, Option] = {
+    "frame_timeout": Option(
+        FRAME_TIMEOUT,
+        "seconds an author has, from connecting, to deliver its whole frame (then a nak and "
+        "the connection closes); elsewhere, seconds a frame may take from its first byte to "
+        "its last (a subscriber reading the broker, the broker reading a subscriber)",
+        "float",
+        minimum=0.01,
+    ),
+    "idle_timeout": Option(
+        IDLE_TIMEOUT,
+        "broker: seconds an author may send nothing, before or inside its frame",
+        "float",
+        minimum=0.01,
+    ),
+    "write_timeout": Option(
+        WRITE_TIMEOUT,
+        "broker: seconds a subscriber's socket may accept nothing before it is disconnected "
+        "(and the longest a reply to an author may take)",
+        "float",
+        minimum=0.01,
+    ),
+    "max_authors": Option(
+        MAX_AUTHORS,
+        "broker: author connections served at once; the next is refused (nak: the broker is "
+        "full) and counted. Frames in flight take at most max_authors x max_frame bytes",
+        "int",
+        minimum=1,
+    ),
+    "max_subscribers": Option(
+        MAX_SUBSCRIBERS,
+        "broker: subscribers connected at once; the next is refused (nak: the broker is full) "
+        "and counted",
+        "int",
+        minimum=1,
+    ),
+    "subscriber_buffer": Option(
+        SUBSCRIBER_BUFFER,
+        "broker: events queued for one subscriber; the one that does not fit disconnects it",
+        "int",
+        minimum=1,
+    ),
+    "outbox_bytes": Option(
+        OUTBOX_BYTES,
+        "broker: bytes of events queued for one subscriber; the event that does not fit "
+        "disconnects it (an empty queue takes any one event)",
+        "int",
+        minimum=1,
+    ),
+}
+"""The broker's per-peer budgets: keywords of :class:`VtpBroker`, options of
+:class:`VtpTransport` (whose :meth:`~VtpTransport.open_broker` serves its URL with them)."""
+
+COUNTERS = (
+    "accepted",
+    "refused",
+    "authors_refused_full",
+    "author_idle_timeouts",
+    "author_frame_timeouts",
+    "subscribers_refused_full",
+    "subscribers_dropped",
+    "slow_subscribers_dropped",
+    "subscriber_write_timeouts",
+)
+"""What :meth:`VtpBroker.counters` counts (with the gauges ``authors`` and ``subscribers``)."""
+
+_NOT_XML_CHARACTER = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def _now() -> str:
@@ -101,7 +202,8 @@ def transport_message(
 
     ``params`` become ``Meta/Param`` elements: the place where an ``authenticate`` response
     carries what a subscriber presents (Comet puts its ``xpath-filter`` there; the mini-broker
-    reads a ``token``).
+    reads a ``token``). A ``result`` may quote a peer's bytes: characters XML cannot hold are
+    written as ``?``.
     """
     root = etree.Element(f"{{{TRANSPORT_NS}}}Transport", nsmap={"trn": TRANSPORT_NS, "xsi": XSI})
     root.set("version", "1.0")
@@ -114,7 +216,7 @@ def transport_message(
     if result or params:
         meta = etree.SubElement(root, "Meta")
         if result:
-            etree.SubElement(meta, "Result").text = result
+            etree.SubElement(meta, "Result").text = _NOT_XML_CHARACTER.sub("?", result)
         for name, value in (params or {}).items():
             etree.SubElement(meta, "Param", name=name, value=value)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
@@ -153,7 +255,7 @@ class Message:
 
 
 def parse_message(data: bytes, max_frame: int) -> Message:
-    """Parse one frame; FrameError says what is wrong with it."""
+    """Parse one frame; FrameError says what is wrong with it (and nothing else is raised)."""
     try:
         root = parse_untrusted(data, max_frame)
     except UnsafeXmlError as exc:
@@ -175,73 +277,229 @@ def send_frame(sock: socket.socket, data: bytes) -> None:
     sock.sendall(LENGTH.pack(len(data)) + data)
 
 
-def read_frame(sock: socket.socket, max_frame: int) -> bytes:
-    (size,) = LENGTH.unpack(recv_exact(sock, LENGTH.size))
-    if size > max_frame:
-        raise FrameError(f"frame of {size:,} bytes exceeds the {max_frame:,}-byte maximum")
-    return recv_exact(sock, size)
+def send_frame_progressing(sock: socket.socket, data: bytes) -> None:
+    """As :func:`send_frame`, but the socket's timeout bounds each wait for the peer to take
+    *some* bytes, not the whole frame: TimeoutError only when it took nothing for that long."""
+    view = memoryview(LENGTH.pack(len(data)) + data)
+    while view:
+        view = view[sock.send(view) :]
+
+
+class FrameTimeout(FrameError):
+    """A peer did not deliver a frame within its budget. ``kind``: ``idle`` (it sent nothing
+    for ``idle_timeout``), ``frame`` (``frame_timeout`` after the frame's first byte) or
+    ``deadline`` (the caller's deadline); ``progress`` says how far the frame got."""
+
+    def __init__(self, message: str, kind: str, progress: str) -> None:
+        super().__init__(f"{message} ({progress})")
+        self.kind = kind
+        self.progress = progress
+
+
+def read_frame(
+    sock: socket.socket,
+    max_frame: int,
+    *,
+    deadline: float | None = None,
+    frame_timeout: float | None = None,
+    idle_timeout: float | None = None,
+    set_timeouts: bool = True,
+) -> bytes:
+    """One frame's document, read incrementally: it never holds more than the bytes that came.
+
+    The 4-byte length is checked against ``max_frame`` first; the body is then read at most
+    :data:`READ_CHUNK` bytes at a time, so an announced length costs nothing until the bytes
+    are there. FrameError for a frame over ``max_frame`` or cut short, ConnectionResetError if
+    the peer closes before a frame begins, :class:`FrameTimeout` when a budget runs out:
+    ``deadline`` (a ``time.monotonic()`` by which the whole frame must be in),
+    ``frame_timeout`` (seconds from the frame's first byte to its last), ``idle_timeout``
+    (seconds the peer may send nothing, before or inside the frame). Without budgets it waits
+    for as long as the socket lets it.
+
+    ``set_timeouts``: the socket's timeout is set to the budget left before each read and
+    restored at the end. A socket that another thread writes keeps its timeout (pass False):
+    the budgets are then checked whenever a read returns or times out.
+    """
+    previous = sock.gettimeout()
+    header = b""
+    chunks: list[bytes] = []
+    size = -1
+    got = 0
+    last = time.monotonic()
+    first: float | None = None
+
+    def progress() -> str:
+        if size < 0:
+            return f"{len(header)} of {LENGTH.size} length bytes"
+        return f"{got:,} of {size:,} bytes"
+
+    try:
+        while True:
+            want = LENGTH.size - len(header) if size < 0 else size - got
+            if size >= 0 and want == 0:
+                return b"".join(chunks)
+            due, kind = math.inf, ""
+            if deadline is not None:
+                due, kind = deadline, "deadline"
+            if frame_timeout is not None and first is not None and first + frame_timeout < due:
+                due, kind = first + frame_timeout, "frame"
+            if idle_timeout is not None and last + idle_timeout < due:
+                due, kind = last + idle_timeout, "idle"
+            now = time.monotonic()
+            if now >= due:
+                if kind == "idle":
+                    raise FrameTimeout(f"nothing received for {idle_timeout:g} s", kind, progress())
+                if kind == "frame":
+                    raise FrameTimeout(
+                        f"frame not complete {frame_timeout:g} s after its first byte",
+                        kind,
+                        progress(),
+                    )
+                raise FrameTimeout("frame not complete by its deadline", kind, progress())
+            if set_timeouts:
+                sock.settimeout(None if due == math.inf else due - now)
+            try:
+                chunk = sock.recv(min(want, READ_CHUNK))
+            except TimeoutError:
+                continue  # the budgets above decide
+            if not chunk:
+                if size < 0 and not header:
+                    raise ConnectionResetError("peer closed the connection")
+                raise FrameError(f"peer closed the connection mid-frame ({progress()})")
+            last = time.monotonic()
+            if first is None:
+                first = last
+            if size < 0:
+                header += chunk
+                if len(header) == LENGTH.size:
+                    (size,) = LENGTH.unpack(header)
+                    if size > max_frame:
+                        raise FrameError(
+                            f"frame of {size:,} bytes exceeds the {max_frame:,}-byte maximum"
+                        )
+            else:
+                chunks.append(chunk)
+                got += len(chunk)
+    finally:
+        if set_timeouts:
+            with contextlib.suppress(OSError):
+                sock.settimeout(previous)
 
 
 def alert_id_of(root: Any) -> int:
-    """The alert id in an IVORN's fragment (``ivo://.../rubin#123``), or -1."""
+    """The alert id in an IVORN's fragment (``ivo://.../rubin#123``), or -1 (also for one that
+    is no plain decimal number of at most 18 digits)."""
     fragment = (root.get("ivorn") or "").rpartition("#")[2]
-    return int(fragment) if fragment.isdigit() else -1
+    if fragment.isascii() and fragment.isdigit() and len(fragment) <= 18:
+        return int(fragment)
+    return -1
 
 
 # -- broker ------------------------------------------------------------------------------------
 
 
+class _Outbox:
+    """A subscriber's queue, bounded by events and by bytes; :meth:`offer` never waits."""
+
+    def __init__(self, max_events: int, max_bytes: int) -> None:
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: deque[bytes] = deque()
+        self._ready = threading.Condition(threading.Lock())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def offer(self, data: bytes) -> bool:
+        """Queue ``data`` if it fits (an empty queue takes any one event); False if not."""
+        with self._ready:
+            if len(self._items) >= self.max_events or (
+                self._items and self.bytes + len(data) > self.max_bytes
+            ):
+                return False
+            self._items.append(data)
+            self.bytes += len(data)
+            self._ready.notify()
+            return True
+
+    def take(self, timeout: float) -> bytes | None:
+        with self._ready:
+            if not self._items:
+                self._ready.wait(timeout)
+            if not self._items:
+                return None
+            data = self._items.popleft()
+            self.bytes -= len(data)
+            return data
+
+    def clear(self) -> None:
+        with self._ready:
+            self._items.clear()
+            self.bytes = 0
+
+
 class _Session:
-    """One subscriber connection of the broker: a writer thread and a reader thread."""
+    """One subscriber connection of the broker: a writer thread and a reader thread.
+
+    Its socket's timeout is the broker's ``write_timeout`` (both threads use the socket, so
+    neither changes it): a subscriber that takes no byte of a write for that long is
+    disconnected, and the reader, which waits for frames indefinitely, checks its frame budget
+    as reads time out.
+    """
 
     def __init__(self, broker: VtpBroker, conn: socket.socket, peer: Any) -> None:
         self.broker = broker
         self.conn = conn
         self.peer = peer
-        self.outbox: queue.Queue[bytes] = queue.Queue(maxsize=broker.subscriber_buffer)
+        self.outbox = _Outbox(broker.subscriber_buffer, broker.outbox_bytes)
         self.outstanding = 0
         self.acks = 0
-        self.naks: list[str] = []
+        self.naks: deque[str] = deque(maxlen=100)
+        """The reasons of the subscriber's latest naks."""
         self.last_heard = time.monotonic()
         self.alive_sent_at: float | None = None
         self.closed = threading.Event()
         self.key: str | None = None
         """Whose events this subscriber receives, once authenticated (``subscriber_auth``)."""
         self.connected_at = time.monotonic()
-        self._lock = threading.Lock()
+        self._acked = threading.Condition(threading.Lock())
+        self._closing = threading.Lock()
+
+    def start(self) -> None:
         threading.Thread(target=self._write, daemon=True, name="vtp-session-w").start()
         threading.Thread(target=self._read, daemon=True, name="vtp-session-r").start()
 
+    def _wait_for_acks(self, deadline: float) -> bool:
+        """Per-message acknowledgement: wait (until ``deadline``) while the subscriber has
+        ``max_outstanding`` events unanswered. False if it stayed behind or was closed."""
+        with self._acked:
+            while self.outstanding >= self.broker.max_outstanding:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.closed.is_set():
+                    return False
+                self._acked.wait(min(left, 0.2))
+            self.outstanding += 1
+        return True
+
     def _write(self) -> None:
         broker = self.broker
-        if broker.subscriber_auth is not None:  # ask who this is; only this thread writes
-            try:
+        try:
+            if broker.subscriber_auth is not None:  # ask who this is
                 send_frame(self.conn, transport_message("authenticate", broker.local_ivo))
-            except OSError as exc:
-                return self.close(f"write failed: {exc}")
-        while not self.closed.is_set():
-            try:
-                data = self.outbox.get(timeout=0.2)
-            except queue.Empty:
-                data = None
-            now = time.monotonic()
-            if (
-                broker.subscriber_auth is not None
-                and self.key is None
-                and now - self.connected_at > broker.auth_timeout
-            ):
-                return self.close("did not authenticate")
-            try:
+            while not self.closed.is_set():
+                data = self.outbox.take(0.2)
+                now = time.monotonic()
+                if (
+                    broker.subscriber_auth is not None
+                    and self.key is None
+                    and now - self.connected_at > broker.auth_timeout
+                ):
+                    return self.close("did not authenticate")
                 if data is not None:
-                    # Per-message acknowledgement: bound what a subscriber may leave unanswered.
-                    deadline = now + broker.ack_timeout
-                    while self.outstanding >= broker.max_outstanding:
-                        if time.monotonic() > deadline or self.closed.is_set():
-                            return self.close("did not acknowledge events")
-                        time.sleep(0.001)
-                    with self._lock:
-                        self.outstanding += 1
-                    send_frame(self.conn, data)
+                    if not self._wait_for_acks(now + broker.ack_timeout):
+                        return self.close("did not acknowledge events")
+                    send_frame_progressing(self.conn, data)
                     self.last_heard = max(self.last_heard, now)
                 elif self.alive_sent_at is not None:
                     if now - self.alive_sent_at > broker.iamalive_timeout:
@@ -249,51 +507,69 @@ class _Session:
                 elif now - self.last_heard > broker.iamalive_interval:
                     self.alive_sent_at = now
                     send_frame(self.conn, transport_message("iamalive", broker.local_ivo))
-            except OSError as exc:
-                return self.close(f"write failed: {exc}")
+        except TimeoutError:
+            self.close(
+                f"write timed out (its socket took nothing for {broker.write_timeout:g} s)",
+                "subscriber_write_timeouts",
+            )
+        except OSError as exc:
+            self.close(f"write failed: {exc}")
 
     def _read(self) -> None:
+        broker = self.broker
         while not self.closed.is_set():
             try:
-                message = parse_message(read_frame(self.conn, 1024 * 1024), 1024 * 1024)
+                data = read_frame(
+                    self.conn, REPLY_FRAME, frame_timeout=broker.frame_timeout, set_timeouts=False
+                )
+                message = parse_message(data, REPLY_FRAME)
             except FrameError as exc:
                 return self.close(f"sent a bad frame: {exc}")
-            except (OSError, ConnectionResetError):
+            except OSError:
                 return self.close("disconnected")
             self.last_heard = time.monotonic()
             if message.role == "iamalive":
                 self.alive_sent_at = None
-            elif message.role == "authenticate" and self.broker.subscriber_auth is not None:
-                key = self.broker.subscriber_auth(message.params)
+            elif message.role == "authenticate" and broker.subscriber_auth is not None:
+                try:
+                    key = broker.subscriber_auth(message.params)
+                except Exception:
+                    log.exception("VTP broker: subscriber_auth failed for %s", self.peer)
+                    key = None
                 if key is None:
                     with contextlib.suppress(OSError):
                         send_frame(
                             self.conn,
                             transport_message(
-                                "nak", "", self.broker.local_ivo, result="authentication refused"
+                                "nak", "", broker.local_ivo, result="authentication refused"
                             ),
                         )
                     return self.close("authentication refused")
                 self.key = key
             elif message.role in ("ack", "nak"):
-                with self._lock:
+                with self._acked:
                     self.outstanding = max(0, self.outstanding - 1)
+                    self._acked.notify()
                 if message.role == "ack":
                     self.acks += 1
                 else:
                     self.naks.append(message.result or "no reason given")
 
-    def close(self, reason: str) -> None:
-        if self.closed.is_set():
-            return
-        self.closed.set()
+    def close(self, reason: str, counter: str | None = None) -> None:
+        with self._closing:
+            if self.closed.is_set():
+                return
+            self.closed.set()
         if reason != "disconnected":
             log.warning("VTP broker dropped subscriber %s: %s", self.peer, reason)
-        self.broker._forget(self, reason)
+        self.broker._forget(self, reason, counter)
         with contextlib.suppress(OSError):
             self.conn.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.conn.close()
+        self.outbox.clear()
+        with self._acked:
+            self._acked.notify_all()
 
 
 class VtpBroker(CountsSubscribers):
@@ -313,7 +589,13 @@ class VtpBroker(CountsSubscribers):
         iamalive_timeout: float = 30.0,
         ack_timeout: float = 30.0,
         max_outstanding: int = 1,
-        subscriber_buffer: int = 10_000,
+        subscriber_buffer: int = SUBSCRIBER_BUFFER,
+        outbox_bytes: int = OUTBOX_BYTES,
+        frame_timeout: float = FRAME_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+        write_timeout: float = WRITE_TIMEOUT,
+        max_authors: int = MAX_AUTHORS,
+        max_subscribers: int = MAX_SUBSCRIBERS,
         dedupe_window: int = 1_000_000,
         subscriber_auth: Callable[[dict[str, str]], str | None] | None = None,
         auth_timeout: float = 10.0,
@@ -322,7 +604,31 @@ class VtpBroker(CountsSubscribers):
         sent an ``authenticate`` request on connection and must answer with ``Meta/Param``
         values that the callable maps to a key (None refuses it); :meth:`deliver` then sends an
         event only to the subscribers holding its key. Authors' events go to nobody in this mode.
+
+        The budgets (``subscriber_buffer`` to ``max_subscribers``) are the options in
+        :data:`BROKER_OPTIONS`, checked as :class:`VtpTransport` checks them (ConfigError).
         """
+        budgets = resolve_options(
+            BROKER_OPTIONS,
+            {},
+            {
+                "subscriber_buffer": subscriber_buffer,
+                "outbox_bytes": outbox_bytes,
+                "frame_timeout": frame_timeout,
+                "idle_timeout": idle_timeout,
+                "write_timeout": write_timeout,
+                "max_authors": max_authors,
+                "max_subscribers": max_subscribers,
+            },
+            "VtpBroker",
+        )
+        self.subscriber_buffer: int = budgets["subscriber_buffer"]
+        self.outbox_bytes: int = budgets["outbox_bytes"]
+        self.frame_timeout: float = budgets["frame_timeout"]
+        self.idle_timeout: float = budgets["idle_timeout"]
+        self.write_timeout: float = budgets["write_timeout"]
+        self.max_authors: int = budgets["max_authors"]
+        self.max_subscribers: int = budgets["max_subscribers"]
         self.local_ivo = local_ivo
         self.subscriber_auth = subscriber_auth
         self.auth_timeout = auth_timeout
@@ -333,7 +639,6 @@ class VtpBroker(CountsSubscribers):
         self.iamalive_timeout = iamalive_timeout
         self.ack_timeout = ack_timeout
         self.max_outstanding = max_outstanding
-        self.subscriber_buffer = subscriber_buffer
         self._receive = socket.create_server((host, receive_port))
         self._broadcast = socket.create_server((host, broadcast_port))
         self.host = host
@@ -342,12 +647,17 @@ class VtpBroker(CountsSubscribers):
         self._sessions: list[_Session] = []
         self._lock = threading.Lock()
         self._fanout = threading.Lock()
+        self._author_slots = threading.BoundedSemaphore(self.max_authors)
+        self._authors = 0
+        self._counts: Counter[str] = Counter(dict.fromkeys(COUNTERS, 0))
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._window = dedupe_window
         self._stop = threading.Event()
         self.accepted = 0
-        self.refused: list[str] = []
-        self.dropped: list[str] = []
+        self.refused: deque[str] = deque(maxlen=1000)
+        """Why the latest authors were sent a nak (all of them are counted)."""
+        self.dropped: deque[str] = deque(maxlen=1000)
+        """Why the latest subscribers were dropped (all of them are counted)."""
         self._receive.settimeout(0.2)  # before the threads start: stop() may come at once
         self._broadcast.settimeout(0.2)
         self._threads = [
@@ -368,90 +678,214 @@ class VtpBroker(CountsSubscribers):
         with self._lock:
             return len(self._sessions)
 
-    def _accept_authors(self) -> None:
+    def counters(self) -> dict[str, int]:
+        """Events accepted and refused, peers refused or cut off by a budget (by which), and the
+        author connections and subscribers open now (``authors``, ``subscribers``)."""
+        with self._lock:
+            counts = dict(self._counts)
+            counts["accepted"] = self.accepted
+            counts["authors"] = self._authors
+            counts["subscribers"] = len(self._sessions)
+        return counts
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
+    def _accepted(self, listener: socket.socket) -> tuple[socket.socket, Any] | None:
+        """The next connection, None after the 0.2 s tick; OSError once the broker stops. Any
+        other accept error (out of file descriptors) is logged and waited out, never fatal."""
         while not self._stop.is_set():
             try:
-                conn, peer = self._receive.accept()
+                return listener.accept()
             except TimeoutError:
-                continue
+                return None
+            except OSError as exc:
+                if self._stop.is_set():
+                    break
+                log.warning("VTP broker could not accept a connection: %s", exc)
+                time.sleep(0.1)
+        raise OSError("the broker is stopping")
+
+    def _turn_away(self, conn: socket.socket, reason: str) -> None:
+        """Refuse a connection at once: a nak saying why, then close (from the accept thread,
+        so it must not wait: a second at most, for a reply that fits any socket buffer)."""
+        log.warning("VTP broker turned a connection away: %s", reason)
+        with contextlib.suppress(OSError):
+            conn.settimeout(1.0)
+            send_frame(conn, transport_message("nak", "", self.local_ivo, result=reason))
+            conn.shutdown(socket.SHUT_WR)
+            conn.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                conn.recv(READ_CHUNK)  # what it already sent, so that close() sends no reset
+        with contextlib.suppress(OSError):
+            conn.close()
+
+    def _accept_authors(self) -> None:
+        while True:
+            try:
+                accepted = self._accepted(self._receive)
             except OSError:
-                return  # the listening socket was closed: the broker is stopping
-            threading.Thread(target=self._author, args=(conn, peer), daemon=True).start()
+                return  # the broker is stopping
+            if accepted is None:
+                continue
+            conn, peer = accepted
+            if not self._author_slots.acquire(blocking=False):
+                reason = f"broker is full: {self.max_authors} author connections are open"
+                with self._lock:
+                    self._counts["authors_refused_full"] += 1
+                    self._counts["refused"] += 1
+                self.refused.append(reason)
+                self._turn_away(conn, reason)
+                continue
+            with self._lock:
+                self._authors += 1
+            try:
+                threading.Thread(
+                    target=self._author, args=(conn, peer), daemon=True, name="vtp-author"
+                ).start()
+            except RuntimeError as exc:  # no thread to be had: refuse, never stop accepting
+                self._author_done()
+                self._turn_away(conn, f"broker is full: {exc}")
+
+    def _author_done(self) -> None:
+        with self._lock:
+            self._authors -= 1
+        self._author_slots.release()
 
     def _accept_subscribers(self) -> None:
-        while not self._stop.is_set():
+        while True:
             try:
-                conn, peer = self._broadcast.accept()
-            except TimeoutError:
-                continue
+                accepted = self._accepted(self._broadcast)
             except OSError:
-                return  # the listening socket was closed: the broker is stopping
-            conn.settimeout(None)
+                return  # the broker is stopping
+            if accepted is None:
+                continue
+            conn, peer = accepted
+            with self._lock:
+                full = len(self._sessions) >= self.max_subscribers
+                if full:
+                    self._counts["subscribers_refused_full"] += 1
+            if full:
+                self._turn_away(
+                    conn, f"broker is full: {self.max_subscribers} subscribers are connected"
+                )
+                continue
+            conn.settimeout(self.write_timeout)
             session = _Session(self, conn, peer)
             with self._lock:
                 self._sessions.append(session)
+            try:
+                session.start()
+            except RuntimeError as exc:
+                session.close(f"could not start its threads: {exc}")
 
-    def _forget(self, session: _Session, reason: str) -> None:
+    def _forget(self, session: _Session, reason: str, counter: str | None = None) -> None:
         self.dropped.append(reason)
         with self._lock:
+            self._counts["subscribers_dropped"] += 1
+            if counter:
+                self._counts[counter] += 1
             if session in self._sessions:
                 self._sessions.remove(session)
 
     def _refuse(self, conn: socket.socket, origin: str, reason: str) -> None:
         self.refused.append(reason)
+        self._count("refused")
         log.warning("VTP broker refused an event: %s", reason)
         with contextlib.suppress(OSError):
             send_frame(conn, transport_message("nak", origin, self.local_ivo, result=reason))
 
     def _author(self, conn: socket.socket, peer: Any) -> None:
-        conn.settimeout(30.0)
         try:
-            if self.author_allow and not any(
-                ipaddress.ip_address(peer[0]) in net for net in self.author_allow
-            ):
-                return self._refuse(conn, "", f"author {peer[0]} is not allowed to publish")
-            try:
-                data = read_frame(conn, self.max_frame)
-                message = parse_message(data, self.max_frame)
-            except FrameError as exc:
-                return self._refuse(conn, "", str(exc))
-            if message.kind != "voevent":
-                return self._refuse(
-                    conn,
-                    message.text("Origin") or "",
-                    f"expected a VOEvent, got Transport role {message.role!r}",
-                )
-            ivorn = message.root.get("ivorn", "")
-            if self.validate and (error := xsd_error(message.root)):
-                return self._refuse(conn, ivorn, f"fails the VOEvent 2.0 XSD: {error}")
-            digest = hashlib.sha256(data).digest()
-            with self._lock:
-                if digest in self._seen:
-                    duplicate = True
-                else:
-                    duplicate = False
-                    self._seen[digest] = None
-                    if len(self._seen) > self._window:
-                        self._seen.popitem(last=False)
-            if duplicate:
-                return self._refuse(conn, ivorn, "Previously seen")
-            # Queue for every subscriber *before* acknowledging, one event at a time, so that
-            # subscribers see events in the order their authors were acknowledged.
-            with self._fanout:
-                with self._lock:
-                    sessions = [] if self.subscriber_auth else list(self._sessions)
-                for session in sessions:
-                    try:
-                        session.outbox.put(data, timeout=self.ack_timeout)
-                    except queue.Full:
-                        session.close("fell too far behind (outbox full)")
-                self.accepted += 1
-            send_frame(conn, transport_message("ack", ivorn, self.local_ivo))
+            self._serve_author(conn, peer)
         except OSError as exc:
             log.info("VTP author connection %s ended: %s", peer, exc)
+        except Exception:  # a bug of ours: logged, and the broker goes on
+            log.exception("VTP broker failed serving author %s", peer)
         finally:
             with contextlib.suppress(OSError):
                 conn.close()
+            self._author_done()
+
+    def _serve_author(self, conn: socket.socket, peer: Any) -> None:
+        connected = time.monotonic()
+        conn.settimeout(self.write_timeout)  # for the reply; reads have budgets of their own
+        if self.author_allow and not any(
+            ipaddress.ip_address(peer[0]) in net for net in self.author_allow
+        ):
+            return self._refuse(conn, "", f"author {peer[0]} is not allowed to publish")
+        try:
+            data = read_frame(
+                conn,
+                self.max_frame,
+                deadline=connected + self.frame_timeout,
+                idle_timeout=self.idle_timeout,
+            )
+        except FrameTimeout as exc:
+            if exc.kind == "idle":
+                self._count("author_idle_timeouts")
+                reason = f"author sent nothing for {self.idle_timeout:g} s ({exc.progress})"
+            else:
+                self._count("author_frame_timeouts")
+                reason = (
+                    f"author did not deliver its frame within {self.frame_timeout:g} s of "
+                    f"connecting ({exc.progress})"
+                )
+            return self._refuse(conn, "", reason)
+        except FrameError as exc:
+            return self._refuse(conn, "", str(exc))
+        try:
+            ivorn, problem = self._check(data)
+        except Exception as exc:  # whatever the parser or the validator raise: a nak, with why
+            log.exception("VTP broker could not check an event from %s", peer)
+            ivorn, problem = "", f"could not check the event: {type(exc).__name__}: {exc}"
+        if problem is not None:
+            return self._refuse(conn, ivorn, problem)
+        self._fan_out(data)
+        send_frame(conn, transport_message("ack", ivorn, self.local_ivo))
+
+    def _check(self, data: bytes) -> tuple[str, str | None]:
+        """(IVORN, None) for an event to accept, else (IVORN or "", why it is refused)."""
+        try:
+            message = parse_message(data, self.max_frame)
+        except FrameError as exc:
+            return "", str(exc)
+        if message.kind != "voevent":
+            return (
+                message.text("Origin") or "",
+                f"expected a VOEvent, got Transport role {message.role!r}",
+            )
+        ivorn = message.root.get("ivorn", "")
+        if self.validate and (error := xsd_error(message.root)):
+            return ivorn, f"fails the VOEvent 2.0 XSD: {error}"
+        digest = hashlib.sha256(data).digest()
+        with self._lock:
+            if digest in self._seen:
+                return ivorn, "Previously seen"
+            self._seen[digest] = None
+            if len(self._seen) > self._window:
+                self._seen.popitem(last=False)
+        return ivorn, None
+
+    def _fan_out(self, data: bytes) -> None:
+        """Queue the event for every subscriber *before* it is acknowledged, one event at a
+        time (so subscribers see events in the order their authors were acknowledged), without
+        ever waiting: a subscriber whose outbox is full is disconnected, after the lock."""
+        with self._fanout:
+            with self._lock:
+                sessions = [] if self.subscriber_auth else list(self._sessions)
+            behind = [session for session in sessions if not session.outbox.offer(data)]
+            self.accepted += 1
+        for session in behind:
+            self._drop_slow(session)
+
+    def _drop_slow(self, session: _Session) -> None:
+        outbox = session.outbox
+        session.close(
+            f"fell too far behind (outbox full: {len(outbox):,} events, {outbox.bytes:,} bytes)",
+            "slow_subscribers_dropped",
+        )
 
     def deliver(self, data: bytes, key: str) -> int:
         """Queue one event for the authenticated subscribers holding ``key``, without blocking.
@@ -463,11 +897,10 @@ class VtpBroker(CountsSubscribers):
             sessions = [s for s in self._sessions if s.key == key]
         queued = 0
         for session in sessions:
-            try:
-                session.outbox.put_nowait(data)
+            if session.outbox.offer(data):
                 queued += 1
-            except queue.Full:
-                session.close("fell too far behind (outbox full)")
+            else:
+                self._drop_slow(session)
         return queued
 
     def subscribers_of(self, key: str) -> int:
@@ -506,14 +939,18 @@ class VtpTransport(BaseTransport):
         content_types=(CONTENT_TYPE,),
         options={
             "receive": Option(None, "the broker's receive port, where authors publish", "int"),
-            "max_frame": Option(MAX_FRAME, "largest frame a subscriber accepts, bytes", "int"),
+            "max_frame": Option(
+                MAX_FRAME, "largest frame a subscriber (or a broker) accepts, bytes", "int"
+            ),
             "local_ivo": Option("ivo://alertbench.example/vtp-client", "our IVORN in replies"),
             "token": Option(
                 None, "answer to a broker's authenticate request (Param token)", secret=True
             ),
+            **BROKER_OPTIONS,
         },
     )
     variants: ClassVar[dict[str, dict[str, Any]]] = {"vtp": {}}
+    url_example = "vtp://127.0.0.1:8099?receive=8098"
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
@@ -523,6 +960,8 @@ class VtpTransport(BaseTransport):
         self.local_ivo: str = self.options["local_ivo"]
         self.token: str | None = self.options["token"]
         """Sent in answer to a broker's ``authenticate`` request (``Meta/Param name=token``)."""
+        self.frame_timeout: float = self.options["frame_timeout"]
+        """A frame from the broker must be complete this long after its first byte."""
 
     def open_publisher(self, *, timeout: float = 30.0) -> VtpPublisher:
         if self.receive_port is None:
@@ -542,6 +981,19 @@ class VtpTransport(BaseTransport):
             self, buffer=buffer, reconnect=reconnect, connect_timeout=connect_timeout
         )
 
+    def open_broker(self, **keywords: Any) -> VtpBroker:
+        """A broker serving this URL (its broadcast port; its ``receive`` port, or one the OS
+        chooses) with this transport's ``max_frame`` and budget options (:data:`BROKER_OPTIONS`).
+        ``keywords`` go to :class:`VtpBroker` too, and win (``author_allow``, ``ack_timeout``)."""
+        settings: dict[str, Any] = {name: self.options[name] for name in BROKER_OPTIONS}
+        settings.update(max_frame=self.max_frame, **keywords)
+        return VtpBroker(
+            self.host,
+            broadcast_port=self.broadcast_port,
+            receive_port=self.receive_port or 0,
+            **settings,
+        )
+
     @classmethod
     @contextmanager
     def local_stream(
@@ -550,7 +1002,7 @@ class VtpTransport(BaseTransport):
         """A VtpBroker in this process on two ports the OS chose; stopped on exit. ``tight``:
         a small per-subscriber queue and a short ack timeout (slow-subscriber tests)."""
         if tight:
-            broker = {"subscriber_buffer": 4, "ack_timeout": 0.5, **broker}
+            broker = {"subscriber_buffer": 16, "ack_timeout": 0.5, **broker}
         with VtpBroker(**broker) as server:
             yield LocalStream(
                 variant,
@@ -563,7 +1015,8 @@ class VtpTransport(BaseTransport):
 
 
 class VtpPublisher(CannotCountSubscribers):
-    """A VTP author: one connection per event, waits for ack or nak (a nak is never retried)."""
+    """A VTP author: one connection per event, waits for ack or nak (a nak is never retried).
+    ``timeout`` bounds the whole exchange: connecting, sending, and the reply's last byte."""
 
     def __init__(self, transport: VtpTransport, timeout: float = 30.0) -> None:
         self.transport = transport
@@ -576,15 +1029,16 @@ class VtpPublisher(CannotCountSubscribers):
     def publish(self, envelope: Envelope) -> None:
         refuse_content_type(self.transport.capabilities, envelope, self.transport.url)
         address = (self.transport.host, self.transport.receive_port)
+        deadline = time.monotonic() + self.timeout
         try:
             with socket.create_connection(address, timeout=self.timeout) as sock:
                 send_frame(sock, envelope.payload)
-                reply = read_frame(sock, 1024 * 1024)
+                reply = read_frame(sock, REPLY_FRAME, deadline=deadline)
+            message = parse_message(reply, REPLY_FRAME)
         except (OSError, FrameError) as exc:
             raise TransportError(f"VTP broker at {address} did not answer: {exc}") from exc
         self.bytes_sent += LENGTH.size + len(envelope.payload)
         self.bytes_received += LENGTH.size + len(reply)
-        message = parse_message(reply, 1024 * 1024)
         if message.role == "ack":
             self.acked.append(envelope.alert_id)
         elif message.role == "nak":
@@ -613,7 +1067,10 @@ class VtpSubscriber(SocketSubscriber):
     """A VTP subscriber: acks events, answers iamalive and authenticate, reconnects with back-off.
 
     The constructor returns once connected (at most ``connect_timeout`` seconds), so events the
-    broker accepts after that reach it.
+    broker accepts after that reach it. Frames from the broker are read incrementally, at most
+    ``max_frame`` bytes each and complete within ``frame_timeout`` of their first byte (else
+    the connection is dropped, the reason kept in ``errors``, and made again); a reply the
+    broker does not take within ``frame_timeout`` ends the connection too.
     """
 
     label = "VTP subscriber"
@@ -652,8 +1109,10 @@ class VtpSubscriber(SocketSubscriber):
 
     def _serve(self, sock: socket.socket) -> None:
         local = self.transport.local_ivo
+        budget = self.transport.frame_timeout
+        sock.settimeout(budget)  # for replies; read_frame waits for a frame as long as it takes
         while not self._stop.is_set():
-            data = read_frame(sock, self.transport.max_frame)
+            data = read_frame(sock, self.transport.max_frame, frame_timeout=budget)
             self.bytes_received += LENGTH.size + len(data)
             try:
                 message = parse_message(data, self.transport.max_frame)
@@ -680,4 +1139,12 @@ class VtpSubscriber(SocketSubscriber):
                 )
 
 
-__all__ = ["VOEVENT_ROLES", "VtpBroker", "VtpTransport", "transport_message"]
+__all__ = [
+    "BROKER_OPTIONS",
+    "VOEVENT_ROLES",
+    "FrameTimeout",
+    "VtpBroker",
+    "VtpTransport",
+    "read_frame",
+    "transport_message",
+]
