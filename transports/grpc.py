@@ -13,6 +13,29 @@ subscribers are clients of it.
   server produce only as fast as that subscriber reads, so a slow subscriber costs no memory
   beyond the window. One that falls out of the window is **disconnected** with ``DATA_LOSS``
   and the number of alerts it missed; it can resume from the oldest retained alert.
+* **Budgets** (:class:`AlertStreamServer` arguments), so that idle or hostile streams cannot
+  starve the others:
+
+  - at most ``max_streams`` Publish and Subscribe streams at once. That is gRPC's own
+    ``maximum_concurrent_rpcs``: over it gRPC answers ``RESOURCE_EXHAUSTED`` itself, before a
+    worker is taken. The server has more workers than that (``workers``), so a stream it
+    admitted always has a thread;
+  - at most ``max_streams_per_connection`` of them on one HTTP/2 connection
+    (``RESOURCE_EXHAUSTED`` too). Per connection, not per host or per client id: on loopback
+    every peer is 127.0.0.1, and a client id in metadata is whatever the client chooses to
+    send, so the connection (``context.peer()``: address and port) is what the server can hold
+    a client to. Each publisher and subscriber here has a connection of its own (left to gRPC,
+    all the channels of a process to one server share one connection, and so one budget);
+  - a Publish stream that sends nothing for ``publish_idle_timeout`` seconds is ended with
+    ``DEADLINE_EXCEEDED``; a :class:`GrpcPublisher` opens a new stream when it next publishes,
+    sending again whatever the server had not acknowledged (never anything it had);
+  - HTTP/2 keepalive pings both ways (``keepalive``, ``keepalive_timeout``), so the streams of a
+    peer that died end, and a subscriber notices a server that went away.
+
+  The server's ``counters()`` say what it admitted, refused and closed as idle. A subscriber
+  that is refused says so (``errors``, ``refused``) and tries again with growing, jittered
+  back-off (``refused_backoff`` up to ``refused_backoff_max``); a refused publisher raises
+  TransportError.
 * Message size limits are raised to ``max_message`` (16 MiB by default) on both sides.
 * Durability: none beyond the server process (the window is in memory).
 
@@ -25,10 +48,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import queue
+import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -54,6 +77,34 @@ from alertbench.transports.base import (
 from alertbench.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+MAX_STREAMS = 128
+"""Default cap on the server's concurrent Publish and Subscribe streams, all peers together."""
+MAX_STREAMS_PER_CONNECTION = 8
+"""Default cap on one connection's streams (a publisher or subscriber here uses one)."""
+PUBLISH_IDLE_TIMEOUT = 30.0
+"""Default seconds a Publish stream may send nothing before the server ends it."""
+KEEPALIVE = 20.0
+"""Default seconds between keepalive pings on a quiet connection, both ways."""
+KEEPALIVE_TIMEOUT = 10.0
+"""Default seconds to wait for a ping's answer before the connection is taken as dead."""
+MIN_KEEPALIVE = 5.0
+"""The shortest ``keepalive`` a client may ask for, seconds."""
+_ACCEPTED_PING_INTERVAL = MIN_KEEPALIVE / 2
+"""The server accepts a client's pings this often when no data flows (gRPC's ping-abuse policy
+closes a connection that pings more often); half the clients' minimum, to leave a margin."""
+IDLE_CLOSED = ("alertstream-closed", "idle")
+"""Trailing metadata on a Publish stream the server ended for idleness."""
+
+_RECONNECT_BACKOFF = (0.05, 1.0)
+"""A subscriber whose stream broke reconnects after this long, doubling up to the maximum."""
+_PUBLISH_INBOX = 1
+"""Envelopes a Publish stream's reader thread may hold before the worker appends them to the
+window: one, so the server reads from a publisher about as far ahead as without that thread."""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def _channel_options(max_message: int) -> list[tuple[str, int]]:
@@ -95,19 +146,199 @@ class _Window:
         return self.items[seq - first][1]
 
 
+class _Budget:
+    """Who holds the server's streams, and what it admitted, refused and closed.
+
+    ``arrived`` counts calls to a known method as gRPC takes them (the interceptor sees each one
+    before gRPC checks ``maximum_concurrent_rpcs``); ``handed`` those gRPC gave a worker (the
+    pool sees each submission). gRPC makes both steps for one call in one go, in its one serving
+    thread, so the difference is the calls gRPC refused over the cap.
+    """
+
+    def __init__(self, per_connection: int) -> None:
+        self.lock = threading.Lock()
+        self.per_connection = per_connection
+        self.by_connection: collections.Counter[str] = collections.Counter()
+        self.arrived = 0
+        self.handed = 0
+        self.refused_per_connection = 0
+        self.idle_closed = 0
+        self.peak = 0
+
+    def arrive(self) -> None:
+        with self.lock:
+            self.arrived += 1
+
+    def hand(self) -> None:
+        with self.lock:
+            self.handed += 1
+
+    def enter(self, peer: str) -> int:
+        """0 if ``peer``'s connection may open one more stream (now counted), else its count."""
+        with self.lock:
+            held = self.by_connection[peer]
+            if held >= self.per_connection:
+                self.refused_per_connection += 1
+                return held
+            self.by_connection[peer] = held + 1
+            self.peak = max(self.peak, sum(self.by_connection.values()))
+            return 0
+
+    def leave(self, peer: str) -> None:
+        with self.lock:
+            self.by_connection[peer] -= 1
+            if self.by_connection[peer] <= 0:
+                del self.by_connection[peer]
+
+    def counters(self) -> dict[str, int]:
+        with self.lock:
+            over_cap = max(0, self.arrived - self.handed)
+            return {
+                "streams": sum(self.by_connection.values()),
+                "peak_streams": self.peak,
+                "connections": len(self.by_connection),
+                "calls": self.arrived,
+                "refused": over_cap + self.refused_per_connection,
+                "refused_max_streams": over_cap,
+                "refused_per_connection": self.refused_per_connection,
+                "idle_closed": self.idle_closed,
+            }
+
+
+class _CountCalls(grpc.ServerInterceptor):
+    """Counts every call to a known method, including those gRPC then refuses over its cap."""
+
+    def __init__(self, budget: _Budget) -> None:
+        self.budget = budget
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is not None:
+            self.budget.arrive()
+        return handler
+
+
+class _Workers(futures.ThreadPoolExecutor):
+    """The server's worker pool; counts the calls gRPC hands it (one submission per call)."""
+
+    def __init__(self, workers: int, budget: _Budget) -> None:
+        super().__init__(max_workers=workers, thread_name_prefix="alertstream")
+        self.budget = budget
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
+        self.budget.hand()
+        return super().submit(fn, *args, **kwargs)
+
+
+_END = object()
+
+
 class _Servicer(pb_grpc.AlertStreamServicer):
-    def __init__(self, window: _Window, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        window: _Window,
+        stopping: threading.Event,
+        budget: _Budget,
+        publish_idle_timeout: float | None,
+    ) -> None:
         self.window = window
         self.stopping = stopping
+        self.budget = budget
+        self.publish_idle_timeout = publish_idle_timeout
         self.subscribers = 0
         """Subscribe calls whose starting point is set: they see everything published next."""
 
+    @contextmanager
+    def _admitted(self, context: Any) -> Iterator[None]:
+        """Hold one of the connection's streams for the call, or refuse it."""
+        peer = context.peer()
+        held = self.budget.enter(peer)
+        if held:
+            log.debug("gRPC server: refused a stream from %s, which holds %d", peer, held)
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"connection {peer} already holds {held} streams, the most this server allows "
+                f"on one connection (max_streams_per_connection); open another connection or "
+                f"close a stream",
+            )
+        try:
+            yield
+        finally:
+            self.budget.leave(peer)
+
     def Publish(self, request_iterator, context):
-        for message in request_iterator:
-            seq = self.window.append(message)
-            yield pb.PublishAck(sequence=seq, alert_id=message.alert_id)
+        with self._admitted(context):
+            if self.publish_idle_timeout is None:
+                for message in request_iterator:
+                    seq = self.window.append(message)
+                    yield pb.PublishAck(sequence=seq, alert_id=message.alert_id)
+                return
+            yield from self._publish_until_idle(request_iterator, context)
+
+    def _publish_until_idle(self, request_iterator: Any, context: Any) -> Iterator[Any]:
+        """Publish, reading the requests in a thread of their own, so that this (the worker)
+        can end the stream with a status when nothing arrives for ``publish_idle_timeout``."""
+        idle = self.publish_idle_timeout
+        assert idle is not None
+        inbox: collections.deque[Any] = collections.deque()
+        cond = threading.Condition()
+        ended = threading.Event()
+
+        def read() -> None:
+            try:
+                for message in request_iterator:
+                    with cond:
+                        while len(inbox) >= _PUBLISH_INBOX and not ended.is_set():
+                            cond.wait(0.5)  # the window is slow: hold the client back
+                        if ended.is_set():
+                            return
+                        inbox.append(message)
+                        cond.notify_all()
+            except Exception as exc:  # the call ended (cancelled, the peer gone): so does this
+                log.debug("gRPC server: a publish stream's requests ended: %r", exc)
+            finally:
+                with cond:
+                    inbox.append(_END)
+                    cond.notify_all()
+
+        reader = threading.Thread(target=read, name="alertstream-publish-reader", daemon=True)
+        reader.start()
+        try:
+            deadline = time.monotonic() + idle
+            while True:
+                with cond:
+                    while not inbox:
+                        left = deadline - time.monotonic()
+                        if left <= 0 or self.stopping.is_set() or not context.is_active():
+                            break
+                        cond.wait(min(left, 0.5))
+                    message = inbox.popleft() if inbox else None
+                    if message is not None:
+                        cond.notify_all()
+                if message is _END or self.stopping.is_set() or not context.is_active():
+                    return
+                if message is None:
+                    with self.budget.lock:
+                        self.budget.idle_closed += 1
+                    context.set_trailing_metadata((IDLE_CLOSED,))
+                    context.abort(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"publish stream idle: nothing received for {idle:g} s "
+                        f"(publish_idle_timeout); the server closed it, publish on a new stream",
+                    )
+                seq = self.window.append(message)
+                yield pb.PublishAck(sequence=seq, alert_id=message.alert_id)
+                deadline = time.monotonic() + idle
+        finally:
+            with cond:
+                ended.set()
+                cond.notify_all()
 
     def Subscribe(self, request, context):
+        with self._admitted(context):
+            yield from self._subscribe(request, context)
+
+    def _subscribe(self, request: Any, context: Any) -> Iterator[Any]:
         window = self.window
         with window.cond:
             first = window.first_sequence()
@@ -157,7 +388,14 @@ class _Servicer(pb_grpc.AlertStreamServicer):
 
 
 class AlertStreamServer(CountsSubscribers):
-    """The gRPC alert-stream server. ``start()`` returns the port it bound on 127.0.0.1."""
+    """The gRPC alert-stream server. ``start()`` returns the port it bound on 127.0.0.1.
+
+    ``max_streams`` caps the Publish and Subscribe streams open at once (gRPC refuses more with
+    ``RESOURCE_EXHAUSTED``), ``max_streams_per_connection`` those of one connection; ``workers``
+    (more than ``max_streams``; by default a few more) serve them. ``publish_idle_timeout``
+    (seconds, None for never) ends a Publish stream that sends nothing; ``keepalive`` and
+    ``keepalive_timeout`` (seconds) are the server's pings to its peers. See the module's notes.
+    """
 
     def __init__(
         self,
@@ -166,18 +404,50 @@ class AlertStreamServer(CountsSubscribers):
         window: int = 100_000,
         window_bytes: int = 2 * 1024**3,
         max_message: int = MAX_FRAME,
-        workers: int = 32,
+        max_streams: int = MAX_STREAMS,
+        max_streams_per_connection: int = MAX_STREAMS_PER_CONNECTION,
+        workers: int | None = None,
+        publish_idle_timeout: float | None = PUBLISH_IDLE_TIMEOUT,
+        keepalive: float = KEEPALIVE,
+        keepalive_timeout: float = KEEPALIVE_TIMEOUT,
         tls: tuple[bytes, bytes] | None = None,
     ) -> None:
+        if max_streams < 1 or max_streams_per_connection < 1:
+            raise ConfigError("max_streams and max_streams_per_connection must be at least 1")
+        workers = max_streams + 4 if workers is None else workers
+        if workers <= max_streams:
+            raise ConfigError(
+                f"workers ({workers}) must be more than max_streams ({max_streams}): every "
+                f"stream the server admits holds a worker for as long as it is open"
+            )
+        if publish_idle_timeout is not None and publish_idle_timeout <= 0:
+            raise ConfigError("publish_idle_timeout must be positive seconds, or None for never")
+        if keepalive <= 0 or keepalive_timeout <= 0:
+            raise ConfigError("keepalive and keepalive_timeout must be positive seconds")
         self.bind = bind
         self.window = _Window(window, window_bytes)
         self.max_message = max_message
+        self.max_streams = max_streams
+        self.max_streams_per_connection = max_streams_per_connection
+        self.workers = workers
+        self.publish_idle_timeout = publish_idle_timeout
         self._stopping = threading.Event()
+        self._budget = _Budget(max_streams_per_connection)
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="alertstream"),
-            options=_channel_options(max_message),
+            _Workers(workers, self._budget),
+            interceptors=[_CountCalls(self._budget)],
+            options=[
+                *_channel_options(max_message),
+                ("grpc.keepalive_time_ms", _ms(keepalive)),
+                ("grpc.keepalive_timeout_ms", _ms(keepalive_timeout)),
+                ("grpc.http2.ping_timeout_ms", _ms(keepalive_timeout)),  # else a minute
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),  # idle streams are pinged too
+                ("grpc.http2.min_ping_interval_without_data_ms", _ms(_ACCEPTED_PING_INTERVAL)),
+            ],
+            maximum_concurrent_rpcs=max_streams,
         )
-        self._servicer = _Servicer(self.window, self._stopping)
+        self._servicer = _Servicer(self.window, self._stopping, self._budget, publish_idle_timeout)
         pb_grpc.add_AlertStreamServicer_to_server(self._servicer, self._server)
         self.tls = tls
         self.port = 0
@@ -195,6 +465,17 @@ class AlertStreamServer(CountsSubscribers):
     def connected_subscribers(self) -> int:
         with self.window.cond:
             return self._servicer.subscribers
+
+    def counters(self) -> dict[str, int]:
+        """``streams`` open now (``peak_streams`` at most, over ``connections``), ``calls``
+        taken, ``refused`` (``refused_max_streams`` by gRPC over the cap, plus
+        ``refused_per_connection``) and ``idle_closed`` Publish streams."""
+        return self._budget.counters()
+
+    @property
+    def refused(self) -> int:
+        """Streams refused with RESOURCE_EXHAUSTED, over either cap."""
+        return self.counters()["refused"]
 
     @property
     def url(self) -> str:
@@ -230,6 +511,29 @@ class GrpcTransport(BaseTransport):
             "root_certificates": Option(
                 None, "PEM roots to verify a grpcs:// server (keyword only)", "bytes"
             ),
+            "keepalive": Option(
+                KEEPALIVE,
+                "seconds between the client's keepalive pings while a stream is open, so a dead "
+                "server is noticed",
+                "float",
+                minimum=MIN_KEEPALIVE,
+            ),
+            "keepalive_timeout": Option(
+                KEEPALIVE_TIMEOUT,
+                "seconds a keepalive ping may go unanswered before the connection is dropped",
+                "float",
+                minimum=0.1,
+            ),
+            "refused_backoff": Option(
+                0.25,
+                "seconds a subscriber the server refused (RESOURCE_EXHAUSTED) waits before it "
+                "tries again; doubled on each refusal in a row, with jitter",
+                "float",
+                minimum=0.01,
+            ),
+            "refused_backoff_max": Option(
+                5.0, "the longest wait between a refused subscriber's tries, seconds", "float"
+            ),
         },
     )
     variants: ClassVar[dict[str, dict[str, Any]]] = {"grpc": {}}
@@ -242,9 +546,25 @@ class GrpcTransport(BaseTransport):
         self.max_message: int = self.options["max_message"]
         self.secure = self.scheme == "grpcs"
         self.root_certificates: bytes | None = self.options["root_certificates"]
+        self.keepalive: float = self.options["keepalive"]
+        self.keepalive_timeout: float = self.options["keepalive_timeout"]
+        self.refused_backoff: float = self.options["refused_backoff"]
+        self.refused_backoff_max: float = max(
+            self.options["refused_backoff_max"], self.refused_backoff
+        )
 
     def channel(self) -> grpc.Channel:
-        options = _channel_options(self.max_message)
+        """A channel with a connection of its own (the server budgets streams per connection;
+        gRPC would otherwise share one between all channels of this process to the server)."""
+        options = [
+            *_channel_options(self.max_message),
+            ("grpc.use_local_subchannel_pool", 1),
+            ("grpc.keepalive_time_ms", _ms(self.keepalive)),
+            ("grpc.keepalive_timeout_ms", _ms(self.keepalive_timeout)),
+            ("grpc.http2.ping_timeout_ms", _ms(self.keepalive_timeout)),  # else a minute
+            ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.http2.max_pings_without_data", 0),  # an idle subscription is pinged too
+        ]
         if self.secure:
             creds = grpc.ssl_channel_credentials(root_certificates=self.root_certificates)
             return grpc.secure_channel(self.target, creds, options=options)
@@ -284,46 +604,111 @@ class GrpcTransport(BaseTransport):
             )
 
 
-_CLOSE = object()
+def _idle_closed(exc: grpc.RpcError) -> bool:
+    """Whether the server ended this Publish stream because it sent nothing for a while."""
+    if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+        return False
+    with contextlib.suppress(Exception):
+        return IDLE_CLOSED in tuple(exc.trailing_metadata() or ())
+    return False
+
+
+class _PublishStream:
+    """One Publish call of a publisher; ``done`` once it ended, for whatever reason."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.call: Any = None
+        self.thread: threading.Thread | None = None
 
 
 class GrpcPublisher(CannotCountSubscribers):
-    """Streams envelopes to the server; a bounded queue gives backpressure."""
+    """Streams envelopes to the server; a bounded queue gives backpressure.
+
+    Envelopes wait in ``_pending`` until the stream's request generator takes them; taken, they
+    are ``_inflight`` until acknowledged (acknowledgements come in order). If the server ends an
+    idle stream, nothing in flight reached its window, so those go first on the next stream,
+    which opens when there is something to send (``reopened`` counts them).
+    """
 
     def __init__(self, transport: GrpcTransport, queue_size: int = 256) -> None:
         self.transport = transport
         self._channel = transport.channel()
         self._stub = pb_grpc.AlertStreamStub(self._channel)
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._queue_size = queue_size
+        self._cond = threading.Condition()
+        self._pending: collections.deque[Any] = collections.deque()
+        self._inflight: collections.deque[Any] = collections.deque()
+        self._closing = False
+        self._stream: _PublishStream | None = None
+        self._failure: str | None = None
         self.published = 0
         self.acked: list[int] = []
         self.error: grpc.RpcError | None = None
-        self._done = threading.Event()
-        self._responses = self._stub.Publish(self._requests())
-        self._thread = threading.Thread(target=self._read_acks, name="grpc-acks", daemon=True)
-        self._thread.start()
+        self.reopened = 0
+        with self._cond:
+            self._open()
 
-    def _requests(self):
+    def _open(self) -> None:
+        """Start a Publish call (under ``_cond``)."""
+        stream = _PublishStream()
+        stream.call = self._stub.Publish(self._requests(stream))
+        stream.thread = threading.Thread(
+            target=self._read_acks, args=(stream,), name="grpc-acks", daemon=True
+        )
+        self._stream = stream
+        stream.thread.start()
+
+    def _requests(self, stream: _PublishStream) -> Iterator[Any]:
         while True:
-            item = self._queue.get()
-            if item is _CLOSE:
-                return
+            with self._cond:
+                while not self._pending and not stream.done and not self._closing:
+                    self._cond.wait()
+                if stream.done or not self._pending:  # this stream ended, or we close
+                    return
+                item = self._pending.popleft()
+                self._inflight.append(item)
+                self._cond.notify_all()
             yield item
 
-    def _read_acks(self) -> None:
+    def _read_acks(self, stream: _PublishStream) -> None:
+        error: grpc.RpcError | None = None
         try:
-            for ack in self._responses:
-                self.acked.append(ack.alert_id)
+            for ack in stream.call:
+                with self._cond:
+                    if self._inflight:
+                        self._inflight.popleft()
+                    self.acked.append(ack.alert_id)
+                    self._cond.notify_all()
         except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.CANCELLED:
-                self.error = exc
-                log.warning("gRPC publish stream failed: %s", exc.details())
-        finally:
-            self._done.set()
+            error = exc
+        with self._cond:
+            stream.done = True
+            if self._stream is stream:
+                self._stream = None
+            if error is not None and _idle_closed(error):
+                log.info("gRPC publish stream: %s", error.details())
+                self._pending.extendleft(reversed(self._inflight))  # never reached the window
+                self._inflight.clear()
+                if self._pending:
+                    self._reopen()
+            elif error is not None and error.code() != grpc.StatusCode.CANCELLED:
+                self.error = error
+                self._failure = f"gRPC server refused the stream: {error.details()}"
+                log.warning("gRPC publish stream failed: %s", error.details())
+            elif self._pending or self._inflight or not self._closing:
+                self._failure = "gRPC publish stream closed by the server"
+            self._cond.notify_all()
+
+    def _reopen(self) -> None:
+        self.reopened += 1
+        self._open()
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            raise TransportError(self._failure)
 
     def publish(self, envelope: Envelope) -> None:
-        if self.error is not None:
-            raise TransportError(f"gRPC server refused the stream: {self.error.details()}")
         message = pb.Envelope(
             payload=envelope.payload,
             content_type=envelope.content_type,
@@ -332,38 +717,59 @@ class GrpcPublisher(CannotCountSubscribers):
             t_intended_ns=envelope.t_intended_ns,
             t_sent_ns=envelope.t_sent_ns or time.time_ns(),
         )
-        while True:
-            try:
-                self._queue.put(message, timeout=0.5)
-                break
-            except queue.Full:
-                if self._done.is_set():
-                    raise TransportError("gRPC publish stream closed") from None
-        self.published += 1
+        with self._cond:
+            while True:
+                self._check()
+                if self._closing:
+                    raise TransportError("gRPC publisher is closed")
+                if self._stream is None:
+                    self._reopen()  # the server closed the last one as idle
+                if len(self._pending) < self._queue_size:
+                    break
+                self._cond.wait(0.5)
+            self._pending.append(message)
+            self.published += 1
+            self._cond.notify_all()
 
     def flush(self, timeout: float = 30.0) -> int:
         deadline = time.monotonic() + timeout
-        while len(self.acked) < self.published and time.monotonic() < deadline:
-            if self.error is not None:
-                raise TransportError(f"gRPC server refused the stream: {self.error.details()}")
-            if self._done.is_set():
-                break
-            time.sleep(0.002)
-        return self.published - len(self.acked)
+        with self._cond:
+            while len(self.acked) < self.published:
+                self._check()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if self._stream is None and self._pending:
+                    self._reopen()
+                self._cond.wait(min(left, 0.5))
+            return self.published - len(self.acked)
 
     def counters(self) -> dict[str, int]:
-        return {"published": self.published, "acknowledged": len(self.acked)}
+        return {
+            "published": self.published,
+            "acknowledged": len(self.acked),
+            "reopened": self.reopened,
+        }
 
     def close(self) -> None:
         with contextlib.suppress(TransportError):
             self.flush(10.0)
-        self._queue.put(_CLOSE)
-        self._thread.join(timeout=5)
+        with self._cond:
+            self._closing = True
+            stream = self._stream
+            self._cond.notify_all()
+        if stream is not None and stream.thread is not None:
+            stream.thread.join(timeout=5)
         self._channel.close()
 
 
 class GrpcSubscriber(QueuedSubscriber):
-    """Reads the server stream in a thread; reconnects and resumes after the last sequence."""
+    """Reads the server stream in a thread; reconnects and resumes after the last sequence.
+
+    Refused by the server (RESOURCE_EXHAUSTED: over one of its stream budgets), it records the
+    reason in ``errors``, counts it in ``refused`` and tries again after a growing, jittered
+    back-off (the transport's ``refused_backoff`` up to ``refused_backoff_max``).
+    """
 
     def __init__(
         self, transport: GrpcTransport, start: Start, buffer: int = 1000, reconnect: bool = True
@@ -375,6 +781,7 @@ class GrpcSubscriber(QueuedSubscriber):
         self._next: int | None = None
         self.errors: list[str] = []
         self.disconnects = 0
+        self.refused = 0
         self._call: Any = None
         self._channel = transport.channel()
         self._stub = pb_grpc.AlertStreamStub(self._channel)
@@ -399,15 +806,19 @@ class GrpcSubscriber(QueuedSubscriber):
         return req(start=req.LATEST)
 
     def _run(self) -> None:
-        backoff = 0.05
+        backoff, backoff_max = _RECONNECT_BACKOFF
+        refused_backoff = self.transport.refused_backoff
+        streak = 0  # refusals in a row
         while not self._stop.is_set():
+            delay = None  # after a refusal: that back-off; else the reconnect one
             try:
                 self._call = self._stub.Subscribe(self._request())
                 with contextlib.suppress(grpc.FutureTimeoutError):
                     grpc.channel_ready_future(self._channel).result(timeout=5)
                 self._started.set()
                 for message in self._call:
-                    backoff = 0.05
+                    backoff = _RECONNECT_BACKOFF[0]
+                    refused_backoff, streak = self.transport.refused_backoff, 0
                     envelope = Envelope(
                         payload=message.payload,
                         content_type=message.content_type,
@@ -430,20 +841,35 @@ class GrpcSubscriber(QueuedSubscriber):
                 if self._stop.is_set() or exc.code() == grpc.StatusCode.CANCELLED:
                     return
                 self.errors.append(f"{exc.code().name}: {exc.details()}")
-                self.disconnects += 1
-                if exc.code() in (grpc.StatusCode.DATA_LOSS, grpc.StatusCode.OUT_OF_RANGE):
-                    log.warning("gRPC subscriber: %s", exc.details())
-                    return  # the caller decides whether to resume from the oldest retained
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    self.refused += 1
+                    streak += 1
+                    log.log(
+                        logging.WARNING if streak == 1 else logging.DEBUG,
+                        "gRPC subscriber refused by %s (%d in a row), trying again: %s",
+                        self.transport.url,
+                        streak,
+                        exc.details(),
+                    )
+                    delay = refused_backoff * random.uniform(0.5, 1.0)  # jitter: not all at once
+                    refused_backoff = min(refused_backoff * 2, self.transport.refused_backoff_max)
+                else:
+                    self.disconnects += 1
+                    if exc.code() in (grpc.StatusCode.DATA_LOSS, grpc.StatusCode.OUT_OF_RANGE):
+                        log.warning("gRPC subscriber: %s", exc.details())
+                        return  # the caller decides whether to resume from the oldest retained
+            if delay is None:
+                delay, backoff = backoff, min(backoff * 2, backoff_max)
             self._started.set()
             if not self.reconnect:
                 return
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
+            self._stop.wait(delay)
 
     def counters(self) -> dict[str, int]:
         return {
             "received": self.received,
             "disconnects": self.disconnects,
+            "refused": self.refused,
             "errors": len(self.errors),
         }
 
