@@ -2,27 +2,46 @@
 over VTP, and an Avro Kafka topic of their own). These implement the ports the core declares in
 :mod:`alertbench.refimpl.minibroker.ports`; the core itself does no I/O.
 
-Both outputs are non-blocking towards the mini-broker: a Kafka producer queues locally (and the
-mini-broker counts, rather than waits on, a full queue), and a VTP subscriber that falls behind is
-dropped rather than allowed to slow the stream. Each output keeps counts of what it delivered.
+Delivery is at-least-once end to end over a committing input: :class:`SubscriberInput` forwards
+``commit()`` to its subscriber (``alertbench minibroker serve`` opens Kafka with
+``commit="manual"``), and the core commits only after each batch was delivered and every output's
+``flush()`` returned 0, so a restart resumes at the end of a batch every output had. What an
+output's 0 vouches for ("reached"):
+
+* :class:`KafkaUserTopics`: every message is acknowledged by the cluster (idempotent producer,
+  ``acks=all``). One that failed after ``deliver`` returned (the delivery report says so), or
+  that found the local queue still full after waiting ``QUEUE_WAIT`` seconds, or that a fatal
+  producer error refused, is counted by the next ``flush()``: the core then stops uncommitted.
+  One Kafka refuses outright (too large) raises, and is counted in the core's
+  ``output_errors`` and not retried.
+* :class:`VtpUserStreams`: the VOEvent was queued, before ``deliver`` returned, for every
+  subscriber of the user connected at that moment (``flush()`` has nothing to wait for). VTP
+  keeps nothing: a user with no subscriber connected gets nothing (``no_subscriber``), and a
+  subscriber dropped for falling behind loses its queue. For more, read the Kafka topic.
+
+Neither output waits on a user: a Kafka user reads their topic at their own pace (the cluster
+keeps it) and a VTP subscriber that falls behind is dropped rather than allowed to slow the
+stream. The service waits only on the Kafka cluster: for acknowledgements after each batch, and
+for room when the producer's local queue is full. Each output keeps counts of what it delivered.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from alertbench.refimpl.codecs.voevent import VoeventSerializer
 from alertbench.refimpl.minibroker.ports import AlertInput, UserOutput
-from alertbench.transports.base import MAX_FRAME, Subscriber
+from alertbench.transports.base import MAX_FRAME, Start, Subscriber
 from alertbench.transports.kafka import KafkaTransport
 from alertbench.transports.servers.kafka_cluster import ADMIN_USER, PRODUCER_USER
 from alertbench.transports.vtp import VtpBroker
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from alertbench.errors import ConfigError
+from alertbench.errors import ConfigError, TransportError
 
 log = logging.getLogger(__name__)
 RESERVED_PRINCIPALS = frozenset(
@@ -37,11 +56,14 @@ __all__ = [
     "SubscriberInput",
     "UserOutput",
     "VtpUserStreams",
+    "kafka_start",
     "user_topic",
 ]
 
 HEADER_FILTERS = "alertbench-filters"
 TOPIC_PREFIX = "minibroker."
+QUEUE_WAIT = 10.0
+"""Seconds ``KafkaUserTopics.deliver`` waits for room in a full local producer queue."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +74,13 @@ class _Inbound:
 
 
 class SubscriberInput:
-    """A transport subscriber as the mini-broker's :class:`AlertInput` port.
+    """A transport subscriber as the mini-broker's input port, committing if the subscriber can.
 
     The core reads ``payload``/``origin``/``position`` and knows nothing of envelopes; this
-    adapter is the one place that maps a transport's ``Received`` onto that.
+    adapter is the one place that maps a transport's ``Received`` onto that. :meth:`commit`
+    (the core's :class:`~alertbench.refimpl.minibroker.ports.CommittingInput`) forwards to the
+    subscriber's own ``commit()``; for the at-least-once guarantee the subscriber must commit
+    nothing by itself (Kafka: ``open_subscriber(..., commit="manual")``).
     """
 
     def __init__(self, subscriber: Subscriber) -> None:
@@ -66,6 +91,60 @@ class SubscriberInput:
         if received is None:
             return None
         return _Inbound(received.envelope.payload, received.origin, received.position)
+
+    def commit(self) -> object:
+        """Commit, durably, every message :meth:`poll` returned (the subscriber's
+        ``commit()``). A subscriber without one cannot resume: nothing to do, and such an input
+        is delivered at most once whatever the core does."""
+        commit = getattr(self.subscriber, "commit", None)
+        return commit() if commit is not None else 0
+
+
+def kafka_start(transport: KafkaTransport, group: str, *, from_earliest: bool) -> Start:
+    """Where ``group`` reads ``transport``'s topic: its committed position, which a restart
+    resumes from, made durable before the first alert is read.
+
+    A partition the group has no commit for is first committed at its beginning
+    (``from_earliest``) or its end (now), so a crash before the service's first commit resumes
+    where that first run began instead of at the end of the topic. The returned start reads
+    the group's commits; if the early commit was refused (another member holds the group),
+    it reads the same positions without making them durable.
+    """
+    conf = {k: v for k, v in transport.client_config().items() if k != "error_cb"}
+    conf.update({"group.id": group, "enable.auto.commit": False})
+    consumer = Consumer(conf)
+    try:
+        meta = consumer.list_topics(transport.topic, timeout=15)
+        found = meta.topics.get(transport.topic)
+        if found is None or found.error is not None or not found.partitions:
+            why = found.error if found is not None else "not found"
+            raise TransportError(f"topic {transport.topic!r}: {why}")
+        wanted = [TopicPartition(transport.topic, p) for p in sorted(found.partitions)]
+        committed = {c.partition: c.offset for c in consumer.committed(wanted, timeout=15)}
+        initial = []
+        for tp in wanted:
+            if committed.get(tp.partition, -1) < 0:
+                low, high = consumer.get_watermark_offsets(tp, timeout=15)
+                initial.append(
+                    TopicPartition(tp.topic, tp.partition, low if from_earliest else high)
+                )
+        if initial:
+            try:
+                consumer.commit(offsets=initial, asynchronous=False)
+            except KafkaException as exc:
+                log.warning(
+                    "mini-broker: cannot commit the starting position of %s: %s", group, exc
+                )
+                seen = {p: o - 1 for p, o in committed.items() if o >= 0}
+                seen.update({tp.partition: tp.offset - 1 for tp in initial})
+                return Start.after(seen)
+            log.info("mini-broker: group %s starts at %s", group,
+                     {tp.partition: tp.offset for tp in initial})  # fmt: skip
+    except KafkaException as exc:
+        raise TransportError(f"cannot read the position of group {group!r}: {exc}") from None
+    finally:
+        consumer.close()
+    return Start.latest()  # = the group's committed position, on every partition
 
 
 def user_topic(user: str) -> str:
@@ -99,6 +178,9 @@ class KafkaUserTopics:
         self.delivered: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()
         self.queue_full: Counter[str] = Counter()
+        """user -> alerts dropped because the local queue stayed full for ``QUEUE_WAIT`` s."""
+        self._lost = 0
+        """Accepted by deliver() but not delivered, since the last flush() (which reports them)."""
 
     def ensure_user(self, user: str) -> str:
         topic = user_topic(user)
@@ -182,27 +264,55 @@ class KafkaUserTopics:
             self.delivered[user] += 1
         else:
             self.failed[user] += 1
+            self._lost += 1
             log.warning("mini-broker: delivery to %s failed: %s", msg.topic(), err)
 
     def deliver(self, user: str, alert: dict[str, Any], payload: bytes, filters: list[str]) -> None:
+        """Queue the alert for the user's topic; acknowledged (or not) by the next flush().
+
+        A full local queue is waited on, for the cluster's acknowledgements, at most
+        ``QUEUE_WAIT`` seconds (then dropped, counted, and reported by flush()). An alert
+        Kafka refuses outright (too large for the topic) raises TransportError: counted by the
+        service, not retried."""
         topic = self.ensure_user(user)
-        try:
-            self._producer.produce(
-                topic,
-                value=payload,
-                key=str(alert.get("diaSourceId", "")).encode(),
-                headers=[(HEADER_FILTERS, ",".join(filters).encode())],
-                on_delivery=self._on_delivery,
-            )
-        except BufferError:
-            self.queue_full[user] += 1  # counted, never waited on: the main stream comes first
-        except KafkaException as exc:
-            self.failed[user] += 1
-            log.warning("mini-broker: Kafka refused an alert for %s: %s", user, exc)
+        until = time.monotonic() + QUEUE_WAIT
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    value=payload,
+                    key=str(alert.get("diaSourceId", "")).encode(),
+                    headers=[(HEADER_FILTERS, ",".join(filters).encode())],
+                    on_delivery=self._on_delivery,
+                )
+                break
+            except BufferError:
+                # The cluster acknowledges more slowly than we produce (no user is waited on:
+                # they read from the cluster): wait for room rather than lose the alert.
+                if time.monotonic() >= until:
+                    self.queue_full[user] += 1
+                    self._lost += 1
+                    break
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                self.failed[user] += 1
+                error = exc.args[0]
+                if isinstance(error, KafkaError) and error.fatal():
+                    # The producer can deliver nothing more: flush() reports it, and the
+                    # service stops uncommitted instead of counting every later alert.
+                    self._lost += 1
+                    log.error("mini-broker: the Kafka producer failed: %s", error)
+                    break
+                raise TransportError(f"Kafka refused an alert for {user}: {exc}") from None
         self._producer.poll(0)
 
     def flush(self, timeout: float = 10.0) -> int:
-        return int(self._producer.flush(timeout))
+        """Wait up to ``timeout`` s for the cluster's acknowledgements; return how many alerts
+        delivered since the last flush are not acknowledged: still queued, plus those that
+        failed or were dropped (counted once, by this flush)."""
+        left = int(self._producer.flush(timeout))
+        lost, self._lost = self._lost, 0
+        return left + lost
 
     def close(self) -> None:
         self.flush()
@@ -268,6 +378,8 @@ class VtpUserStreams:
         return data
 
     def flush(self, timeout: float = 10.0) -> int:
+        """Nothing to wait for: deliver() queued each event for every connected subscriber of
+        the user before it returned (what "reached" means for VTP, which keeps nothing)."""
         return 0
 
     def close(self) -> None:

@@ -154,11 +154,19 @@ def cmd_filter_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """The service over a Kafka stream, at least once: the consumer group's offsets are
+    committed only after a batch reached every output, and a restart resumes from there."""
     from contextlib import ExitStack
 
-    from alertbench.harness.minibroker_io import KafkaUserTopics, SubscriberInput, VtpUserStreams
+    from alertbench.harness.minibroker_io import (
+        KafkaUserTopics,
+        SubscriberInput,
+        VtpUserStreams,
+        kafka_start,
+    )
     from alertbench.refimpl.minibroker import MiniBroker
-    from alertbench.transports.base import Start, parse_url
+    from alertbench.refimpl.minibroker.service import UndeliveredError
+    from alertbench.transports.base import parse_url
     from alertbench.transports.kafka import KafkaTransport
 
     scheme, bootstrap, topic, _ = parse_url(args.kafka)
@@ -176,10 +184,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "(answering the broker's authenticate request with Param token) or read Kafka "
             f"topic minibroker.<user>"
         )
-        source = KafkaTransport(f"kafka://{bootstrap}/{topic}", **auth).open_subscriber(
-            Start.earliest() if args.from_earliest else Start.latest(), group=args.group
-        )
+        stream = KafkaTransport(f"kafka://{bootstrap}/{topic}", **auth)
+        # Manual commits: the core commits after each batch reached every output, never as
+        # alerts are read; the group's commit is where a restart resumes.
+        start = kafka_start(stream, args.group, from_earliest=args.from_earliest)
+        source = stream.open_subscriber(start, group=args.group, commit="manual")
         stack.callback(source.close)
+        console.print(f"mini-broker: consuming as group {args.group!r}, committing per batch")
         started = time.monotonic()
 
         def report(batch) -> None:
@@ -189,13 +200,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"{sum(batch.delivered.values())}, truncated {sum(batch.truncated.values())}"
             )
 
-        stats = broker.run(
-            SubscriberInput(source),
-            max_alerts=args.max_alerts,
-            duration=args.duration,
-            idle_stop=args.idle_stop,
-            on_batch=report,
-        )
+        try:
+            stats = broker.run(
+                SubscriberInput(source),
+                max_alerts=args.max_alerts,
+                duration=args.duration,
+                idle_stop=args.idle_stop,
+                on_batch=report,
+                flush_timeout=args.flush_timeout,
+            )
+        except UndeliveredError as exc:
+            console.print(f"mini-broker stopped: {exc}")
+            print(json.dumps(broker.stats.as_dict(), sort_keys=True))
+            return 1
     print(json.dumps(stats.as_dict(), sort_keys=True))  # one line of JSON, for scripts
     return 0
 
@@ -293,8 +310,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     serve = mbsub.add_parser("serve", help="run the service over a Kafka alert stream")
     serve.add_argument("--kafka", required=True, help="kafka://host:port/TOPIC of the full stream")
-    serve.add_argument("--group", default="minibroker", help="consumer group")
-    serve.add_argument("--from-earliest", action="store_true", help="start at the oldest alert")
+    serve.add_argument(
+        "--group",
+        default="minibroker-service",
+        help="consumer group: its committed position is where a restart resumes, so keep it "
+        "the same across restarts (on a secured cluster it starts with the --kafka-user's name "
+        "and a hyphen)",
+    )
+    serve.add_argument(
+        "--from-earliest",
+        action="store_true",
+        help="where the group has committed nothing yet, start at the oldest alert, not the "
+        "newest (a group's commit is always resumed from)",
+    )
+    serve.add_argument(
+        "--flush-timeout",
+        type=positive_float,
+        default=30.0,
+        help="seconds the outputs have to confirm a batch; else stop without committing it",
+    )
     serve.add_argument("--vtp-port", type=int, default=8099, help="VTP port users connect to")
     serve.add_argument(
         "--duration", type=positive_float, default=None, help="stop after this many s"

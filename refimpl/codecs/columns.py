@@ -13,17 +13,26 @@ rows ``offsets[i]:offsets[i+1]``) and its fields are flat columns over all rows 
 
 One malformed message does not cost the batch: it is left out, and :attr:`AlertColumns.rejected`
 says which one and why (the rows follow :attr:`AlertColumns.indices`, the messages kept).
+
+Projection: ``decode_columns(messages, fields=[...])`` materialises only the named columns (plus
+the offsets of the light curves holding one), which is what the mini-broker needs: a visit's
+filters read a few dozen of its ~1,000 columns, and the rest (cutouts above all) are most of
+the cost. Every message is still parsed and validated completely, so a projection refuses
+exactly the messages, with exactly the reasons, that the full decode does. A column outside
+``fields`` is still there when asked for: it is decoded then, in one more pass over the kept
+messages.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from alertbench.refimpl import _native
 from alertbench.refimpl.alert.schema import load_schema, schema_for_id
-from alertbench.refimpl.codecs.avro import AvroEngine
 from alertbench.refimpl.codecs.wire import HEADER, unframe
 
 from alertbench.errors import DecodeError, FramingError, SchemaError
@@ -71,6 +80,10 @@ class AlertColumns:
     """Index in the input of each row (messages that failed are not rows)."""
     rejected: list[tuple[int, str]] = field(default_factory=list)
     """(index in the input, reason) of each message left out."""
+    fields: frozenset[str] | None = None
+    """The columns the decode was projected onto (None: every column was decoded)."""
+    _source: tuple[Any, list[Any]] | None = field(default=None, repr=False)
+    """(native schema, kept messages) of a projected decode, to decode other columns later."""
     _cache: dict[str, Column | ListColumn] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -87,6 +100,8 @@ class AlertColumns:
         cached = self._cache.get(path)
         if cached is not None:
             return cached
+        if path not in self.raw and path != "__len__" and self._source is not None:
+            self._decode_more(path)
         try:
             kind, data, valid, offsets = self.raw[path]
         except KeyError:
@@ -102,16 +117,38 @@ class AlertColumns:
         self._cache[path] = column
         return column
 
+    def _decode_more(self, path: str) -> None:
+        """Add column ``path`` (left out by the projection) from the kept messages."""
+        assert self._source is not None
+        schema, kept = self._source
+        try:
+            raw = schema.decode_columns(kept, HEADER.size, [path])
+        except KeyError:
+            return  # not a column of the schema: __getitem__ says so
+        except ValueError as exc:  # the same bytes decoded a moment ago: changed since?
+            raise DecodeError(f"batch did not decode again: {exc}", codec="avro") from exc
+        if raw["__len__"] != len(self.indices):
+            raise DecodeError("batch did not decode again to the same rows", codec="avro")
+        for name, value in raw.items():
+            self.raw.setdefault(name, value)
+
 
 def decode_columns(
-    messages: Sequence[bytes | memoryview], schema_version: str | None = None
+    messages: Sequence[bytes | memoryview],
+    schema_version: str | None = None,
+    fields: Iterable[str] | None = None,
 ) -> AlertColumns:
     """Decode Confluent-framed Avro alerts of one schema into columns.
 
     The schema is the one the first well-framed message names (``schema_version`` forces one);
     a message with another schema id, a bad header or a malformed body is left out and listed
     in ``rejected``. Raises :class:`DecodeError` only when no message names a known schema.
+
+    ``fields`` (column paths as :class:`AlertColumns` names them, e.g. ``diaSource.psfFlux``,
+    ``prvDiaSources.psfFlux``) projects the decode onto those columns (module docstring); the
+    messages refused are the same. A path that is no column of the schema is a KeyError.
     """
+    wanted = None if fields is None else sorted(set(fields))
     kept: list[int] = []
     rejected: list[tuple[int, str]] = []
     schema = load_schema(schema_version) if schema_version else None
@@ -129,11 +166,11 @@ def decode_columns(
         kept.append(index)
     if schema is None:
         raise DecodeError("no message in the batch names a known Rubin schema", codec="avro")
-    engine = _engine(schema.version)
+    native = _native_schema(schema.version)
     while True:
         batch = [messages[i] for i in kept]
         try:
-            raw = engine.decode_columns(batch, HEADER.size)
+            raw = native.decode_columns(batch, HEADER.size, wanted)
         except ValueError as exc:
             bad = _failed_index(str(exc), len(batch))
             if bad is None:
@@ -141,17 +178,26 @@ def decode_columns(
             rejected.append((kept.pop(bad), str(exc)))
             continue
         rejected.sort()
-        return AlertColumns(raw=raw, indices=kept, rejected=rejected)
+        if wanted is None:
+            return AlertColumns(raw=raw, indices=kept, rejected=rejected)
+        return AlertColumns(
+            raw=raw,
+            indices=kept,
+            rejected=rejected,
+            fields=frozenset(wanted),
+            _source=(native, batch),
+        )
 
 
-_ENGINES: dict[str, AvroEngine] = {}
+_SCHEMAS: dict[str, Any] = {}
 
 
-def _engine(version: str) -> AvroEngine:
-    engine = _ENGINES.get(version)
-    if engine is None:
-        engine = _ENGINES[version] = AvroEngine(load_schema(version), "native")
-    return engine
+def _native_schema(version: str) -> Any:
+    """The native engine's compiled schema of ``version`` (compiled once per process)."""
+    native = _SCHEMAS.get(version)
+    if native is None:
+        native = _SCHEMAS[version] = _native.Schema(json.dumps(load_schema(version).definition))
+    return native
 
 
 def _failed_index(message: str, size: int) -> int | None:

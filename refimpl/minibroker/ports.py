@@ -5,11 +5,16 @@ the harness: it is handed an :class:`AlertInput` to read encoded alerts from and
 :class:`UserOutput` objects to deliver matches to. The Kafka input and the Kafka/VTP outputs live
 in ``alertbench.harness.minibroker_io``, which implements these protocols, so the same core runs
 over Kafka in production, over a list in a test, and over any transport a harness adapts.
+
+Delivery is at-least-once when the input can commit (:class:`CommittingInput`): the core commits
+only after a batch was delivered to every output and every output's :meth:`UserOutput.flush`
+reported nothing left, so an input that resumes from its last commit after a crash redelivers
+what may have been in flight (duplicates, never gaps). See the service's module docstring.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class InboundMessage(Protocol):
@@ -35,6 +40,20 @@ class AlertInput(Protocol):
         """The next message, or None if none arrived within ``timeout`` seconds."""
 
 
+@runtime_checkable
+class CommittingInput(AlertInput, Protocol):
+    """An input that can resume: what it was told to commit is not read again after a restart.
+
+    Optional: the core checks for it (``isinstance``) and commits after each batch only once the
+    batch reached every output; an input without it (a list in a test) is read at most once.
+    """
+
+    def commit(self) -> object:
+        """Mark every message :meth:`poll` has returned so far as done, durably (it returns
+        once the commit is stored), so a restart resumes after them; raise an
+        ``AlertbenchError`` if it could not be stored. The return value is ignored."""
+
+
 class UserOutput(Protocol):
     """Where one user's matches go (a Kafka topic of their own, a VTP stream, a test's list)."""
 
@@ -50,6 +69,12 @@ class UserOutput(Protocol):
         """
 
     def flush(self, timeout: float = 10.0) -> int:
-        """Wait until what was delivered has left; returns how many are still pending."""
+        """Wait, at most ``timeout`` seconds, until what was delivered has reached its
+        destination; return how many delivered alerts have not (still pending, or lost since
+        the previous flush: failed or dropped after ``deliver`` returned).
+
+        The core commits its input only when every output returns 0, so an output must count
+        here every accepted alert it cannot vouch for; what "reached" means is the output's to
+        say (acknowledged by a Kafka cluster; queued for a VTP user's connected subscribers)."""
 
     def close(self) -> None: ...

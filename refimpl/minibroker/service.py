@@ -13,6 +13,23 @@ changes, so registering a filter takes effect at the next batch without a restar
 Only the alerts delivered are decoded in full. Bad input loses nothing else: a message that does
 not decode is counted (with where it came from) and skipped, and a filter is checked at
 registration, so evaluation cannot fail on it.
+
+Delivery is at-least-once end to end when the input can commit (a
+:class:`~alertbench.refimpl.minibroker.ports.CommittingInput`, as the Kafka input of
+``alertbench minibroker serve`` is): after each batch was delivered, :meth:`MiniBroker.run`
+flushes every output and commits the input only if every output reports nothing left (a Kafka
+output: every message acknowledged by the cluster; a VTP output: every event queued for the
+user's subscribers connected at the time, VTP keeping nothing for anyone absent). So a crash,
+whenever it happens, leaves the input's commit at the end of a batch that every output has, and a
+restart resumes there: the batch in flight is delivered again (duplicates, never gaps; a user
+whose visit straddles the restart may also get up to a second allowance of that visit, the
+per-visit counts being kept in memory). If an output cannot confirm a batch (not acknowledged
+within ``flush_timeout``, or failed or dropped after ``deliver`` returned), the run stops with
+:class:`UndeliveredError` without committing it, rather than committing past it: a restart
+redelivers from the last commit. Not retried, and committed past: an alert an output refuses
+outright (``deliver`` raises; counted in ``output_errors``), one that does not decode
+(``undecodable``), and what is over a user's allowance (``truncated``). An input without
+``commit`` (a list in a test) is read once, at most once.
 """
 
 from __future__ import annotations
@@ -28,9 +45,14 @@ from typing import Any
 import numpy as np
 from alertbench.refimpl.codecs.avro import AvroSerializer
 from alertbench.refimpl.codecs.columns import AlertColumns, decode_columns
-from alertbench.refimpl.minibroker.filters import CompiledFilter, FilterError, compile_filter
+from alertbench.refimpl.minibroker.filters import (
+    CompiledFilter,
+    FilterError,
+    columns_read,
+    compile_filter,
+)
 from alertbench.refimpl.minibroker.filters.columns import VisitColumns
-from alertbench.refimpl.minibroker.ports import AlertInput, UserOutput
+from alertbench.refimpl.minibroker.ports import AlertInput, CommittingInput, UserOutput
 from alertbench.refimpl.minibroker.store import MiniBrokerStore, User
 
 from alertbench.errors import AlertbenchError, DecodeError
@@ -41,6 +63,18 @@ BATCH_MAX = 20_000
 """Alerts evaluated together at most (a peak visit is split into batches of this size)."""
 VISITS_REMEMBERED = 16
 """Per-visit counts are kept for this many recent visits (late alerts of a visit still count)."""
+FLUSH_TIMEOUT = 30.0
+"""Seconds the outputs have, after a batch, to confirm it before the run stops uncommitted."""
+
+
+class UndeliveredError(AlertbenchError):
+    """The outputs did not confirm a batch in time: the input was not committed past it, and the
+    run stopped (a restart resumes from the last commit and delivers the batch again)."""
+
+    def __init__(self, message: str, unconfirmed: dict[str, int]) -> None:
+        super().__init__(message)
+        self.unconfirmed = unconfirmed
+        """output name -> alerts it reported as not (yet) reached."""
 
 
 @dataclass
@@ -69,9 +103,13 @@ class MiniBrokerStats:
     """``output:user`` -> alerts an output failed to deliver (logged; the stream goes on)."""
     disabled_filters: dict[str, str] = field(default_factory=dict)
     """``user/filter`` -> why the service could not compile it (it is skipped, never fatal)."""
+    commits: int = 0
+    """Batches the input was committed after (every output had confirmed them)."""
     evaluate_seconds: float = 0.0
     decode_seconds: float = 0.0
     deliver_seconds: float = 0.0
+    commit_seconds: float = 0.0
+    """Waiting for the outputs to confirm each batch, and committing the input."""
     wall_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -84,9 +122,11 @@ class MiniBrokerStats:
             "truncated": dict(self.truncated),
             "output_errors": dict(self.output_errors),
             "disabled_filters": dict(self.disabled_filters),
+            "commits": self.commits,
             "evaluate_seconds": round(self.evaluate_seconds, 6),
             "decode_seconds": round(self.decode_seconds, 6),
             "deliver_seconds": round(self.deliver_seconds, 6),
+            "commit_seconds": round(self.commit_seconds, 6),
             "wall_seconds": round(self.wall_seconds, 6),
             "alerts_per_second": round(self.alerts / self.wall_seconds, 1)
             if self.wall_seconds
@@ -111,6 +151,8 @@ class MiniBroker:
         self.stats = MiniBrokerStats()
         self._revision = -1
         self._users: list[UserFilters] = []
+        self._columns: frozenset[str] = frozenset()
+        """The decoded columns the loaded filters read, and diaSource.visit (set by reload)."""
         self._sent: OrderedDict[int, Counter[str]] = OrderedDict()
 
     # -- filters ---------------------------------------------------------------------------
@@ -134,6 +176,8 @@ class MiniBroker:
                 log.warning("mini-broker: filter %s disabled: %s", key, disabled[key])
             self.stats.disabled_filters = disabled
             self._users = list(by_user.values())
+            filters = (compiled for entry in self._users for _, compiled in entry.filters)
+            self._columns = columns_read(filters) | {"diaSource.visit"}
             self._revision = revision
             log.info(
                 "mini-broker: %d filters of %d users",
@@ -157,12 +201,17 @@ class MiniBroker:
     ) -> list[BatchStats]:
         """Decode a batch of messages into columns and apply every filter, visit by visit.
 
+        Only the columns the loaded filters read are decoded (every message is still validated
+        in full); a filter registered meanwhile finds its columns decoded when it asks for them.
         A message that does not decode is counted in ``stats.undecodable`` with its origin
         and left out; the others are served.
         """
+        self.reload()  # decode only the columns of the filters this batch will meet
         t0 = time.perf_counter()
         try:
-            decoded = decode_columns(payloads, self.store.catalog.schema.version)
+            decoded = decode_columns(
+                payloads, self.store.catalog.schema.version, fields=self._columns
+            )
         except DecodeError as exc:
             self.stats.decode_seconds += time.perf_counter() - t0
             for i in range(len(payloads)):
@@ -264,12 +313,19 @@ class MiniBroker:
         idle_stop: float | None = None,
         batch_idle: float = 0.25,
         on_batch: Callable[[BatchStats], None] | None = None,
+        flush_timeout: float = FLUSH_TIMEOUT,
     ) -> MiniBrokerStats:
         """Consume ``source`` until ``max_alerts`` were read, ``duration`` seconds passed, or
         nothing arrived for ``idle_stop`` seconds (whichever comes first; at least one is needed
-        unless the caller stops the source itself)."""
+        unless the caller stops the source itself).
+
+        If ``source`` can commit (:class:`CommittingInput`), it is committed after each batch
+        once every output confirmed the batch (see :meth:`checkpoint`), never before; an output
+        that has not within ``flush_timeout`` seconds stops the run with
+        :class:`UndeliveredError`, uncommitted."""
         started = time.perf_counter()
         deadline = started + duration if duration else None
+        committing = source if isinstance(source, CommittingInput) else None
         payloads: list[bytes] = []
         origins: list[str] = []
         last_arrival = time.monotonic()
@@ -277,36 +333,69 @@ class MiniBroker:
         self.reload()
 
         def flush() -> None:
+            # Everything poll() returned since the last commit is in ``payloads`` (a batch ends
+            # only between two polls), so committing after it commits exactly this batch.
             if payloads:
                 for result in self.process(payloads, origins):
                     if on_batch:
                         on_batch(result)
                 payloads.clear()
                 origins.clear()
+                if committing is not None:
+                    self.checkpoint(committing, flush_timeout)
 
-        while True:
-            if max_alerts is not None and read >= max_alerts:
-                break
-            if deadline is not None and time.perf_counter() > deadline:
-                break
-            received = source.poll(batch_idle)
-            now = time.monotonic()
-            if received is None:
-                flush()  # a pause in the stream ends the batch: deliver without waiting
-                if idle_stop is not None and now - last_arrival > idle_stop:
+        try:
+            while True:
+                if max_alerts is not None and read >= max_alerts:
                     break
-                continue
-            last_arrival = now
-            read += 1
-            payloads.append(received.payload)
-            origins.append(received.origin or "?")
-            if len(payloads) >= BATCH_MAX:
-                flush()
-        flush()
-        for output in self.outputs:
-            output.flush()
-        self.stats.wall_seconds += time.perf_counter() - started
+                if deadline is not None and time.perf_counter() > deadline:
+                    break
+                received = source.poll(batch_idle)
+                now = time.monotonic()
+                if received is None:
+                    flush()  # a pause in the stream ends the batch: deliver without waiting
+                    if idle_stop is not None and now - last_arrival > idle_stop:
+                        break
+                    continue
+                last_arrival = now
+                read += 1
+                payloads.append(received.payload)
+                origins.append(received.origin or "?")
+                if len(payloads) >= BATCH_MAX:
+                    flush()
+            flush()
+            for output in self.outputs:
+                output.flush()
+        finally:
+            self.stats.wall_seconds += time.perf_counter() - started
         return self.stats
+
+    def checkpoint(self, source: CommittingInput, timeout: float = FLUSH_TIMEOUT) -> None:
+        """Commit ``source`` if every output confirms what it was given (``flush`` returns 0
+        within ``timeout`` seconds, shared by the outputs); else raise
+        :class:`UndeliveredError` and commit nothing, so the input is never committed past an
+        alert an output may not have. Called by :meth:`run` after each batch."""
+        started = time.perf_counter()
+        until = time.monotonic() + timeout
+        unconfirmed: dict[str, int] = {}
+        try:
+            for output in self.outputs:
+                left = output.flush(max(0.0, until - time.monotonic()))
+                if left:
+                    unconfirmed[output.name] = left
+            if unconfirmed:
+                shown = ", ".join(f"{n} of {name}" for name, n in unconfirmed.items())
+                log.error("mini-broker: outputs did not confirm the batch: %s", shown)
+                raise UndeliveredError(
+                    f"the outputs did not confirm a batch ({shown} alerts not acknowledged "
+                    f"within {timeout:g} s, failed or dropped); the input was not committed "
+                    "past it, so a restart delivers it again",
+                    unconfirmed,
+                )
+            source.commit()
+            self.stats.commits += 1
+        finally:
+            self.stats.commit_seconds += time.perf_counter() - started
 
 
 def _visit_runs(decoded: AlertColumns) -> list[tuple[int, int, int]]:

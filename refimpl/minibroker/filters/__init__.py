@@ -5,7 +5,18 @@ tree or a :class:`FilterError` out); ``columns`` turns a visit's alerts into num
 ``compile`` turns a checked tree into a function that evaluates it over those columns at once.
 """
 
-from alertbench.refimpl.minibroker.filters.compile import CompiledFilter, compile_filter
+from alertbench.refimpl.minibroker.filters.compile import (
+    CompiledFilter,
+    columns_read,
+    compile_filter,
+)
 from alertbench.refimpl.minibroker.filters.language import FieldCatalog, FilterError, parse_filter
 
-__all__ = ["CompiledFilter", "FieldCatalog", "FilterError", "compile_filter", "parse_filter"]
+__all__ = [
+    "CompiledFilter",
+    "FieldCatalog",
+    "FilterError",
+    "columns_read",
+    "compile_filter",
+    "parse_filter",
+]

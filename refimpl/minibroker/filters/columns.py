@@ -45,6 +45,17 @@ class ListColumn:
         return np.diff(self.offsets)
 
 
+def decoded_columns(info: FieldInfo) -> tuple[str, ...]:
+    """The columns of a columnar decode (:mod:`alertbench.refimpl.codecs.columns`) that
+    :meth:`VisitColumns.get` reads for ``info``: the field's own column, and for a list field
+    the list's offsets too (a list of records is only its offsets)."""
+    if not info.type.array:
+        return (".".join(info.path),)
+    if info.type.kind == RECORD:
+        return (info.path[0],)
+    return (info.path[0], ".".join(info.path))
+
+
 def _typed(values: list[Any], info: FieldInfo) -> tuple[np.ndarray, np.ndarray | None]:
     present = [v is not None for v in values]
     valid = None if all(present) else np.array(present, dtype=bool)
@@ -92,16 +103,17 @@ class VisitColumns:
     def _from_decoded(self, info: FieldInfo) -> Column | ListColumn:
         assert self._decoded is not None
         a, b = self._rows.start, self._rows.stop
+        names = decoded_columns(info)
         if info.type.array:
-            lists = self._decoded[info.path[0]]
+            lists = self._decoded[names[0]]
             assert isinstance(lists, DecodedList)
             first, last = int(lists.offsets[a]), int(lists.offsets[b])
             offsets = lists.offsets[a : b + 1] - first
             if info.type.kind == RECORD:
                 return ListColumn(None, None, offsets)
-            data, valid = self._typed_rows(".".join(info.path), info, first, last)
+            data, valid = self._typed_rows(names[1], info, first, last)
             return ListColumn(data, valid, offsets)
-        return Column(*self._typed_rows(".".join(info.path), info, a, b))
+        return Column(*self._typed_rows(names[0], info, a, b))
 
     def _typed_rows(
         self, path: str, info: FieldInfo, a: int, b: int

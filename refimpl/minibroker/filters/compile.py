@@ -8,11 +8,16 @@ Values travel as ``(data, valid)`` pairs; see :mod:`.language` for the null rule
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from alertbench.refimpl.minibroker.filters.columns import Column, ListColumn, VisitColumns
+from alertbench.refimpl.minibroker.filters.columns import (
+    Column,
+    ListColumn,
+    VisitColumns,
+    decoded_columns,
+)
 from alertbench.refimpl.minibroker.filters.language import (
     Binary,
     Call,
@@ -76,12 +81,23 @@ class CompiledFilter:
     def text(self) -> str:
         return self.filter.text
 
+    @property
+    def columns(self) -> frozenset[str]:
+        """The columns of a visit's columnar decode that :meth:`select` reads (pass them as
+        ``decode_columns(..., fields=...)`` to decode only those)."""
+        return frozenset(name for info in self.filter.fields for name in decoded_columns(info))
+
     def select(self, columns: VisitColumns) -> np.ndarray:
         with np.errstate(all="ignore"):
             mask = _truth(self._evaluate(columns))
         if mask.shape == ():  # a tree that never touched a column
             mask = np.full(len(columns), bool(mask))
         return mask
+
+
+def columns_read(filters: Iterable[CompiledFilter]) -> frozenset[str]:
+    """Every decoded column that any of ``filters`` reads."""
+    return frozenset(name for f in filters for name in f.columns)
 
 
 def compile_filter(source: str | Filter, catalog: FieldCatalog | None = None) -> CompiledFilter:

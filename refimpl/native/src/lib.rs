@@ -25,7 +25,7 @@ mod pycache;
 mod reader;
 mod schema;
 
-use columns::{Col, Parser, Plan, Store, NONE_REF};
+use columns::{CNode, Col, Plan, Store, NONE_REF};
 use decode::{DErr, Decoder};
 use encode::Encoder;
 use reader::Cursor;
@@ -247,9 +247,20 @@ impl Schema {
     /// of little-endian values that `numpy.frombuffer` wraps without copying. All messages are
     /// parsed with the GIL released; Python objects are built only at the end (one per column,
     /// plus one per string/bytes value). `offset` is applied to every message.
-    #[pyo3(signature = (messages, offset = 0))]
-    fn decode_columns<'py>(&self, py: Python<'py>, messages: &Bound<'py, PyAny>, offset: isize) -> PyResult<Bound<'py, PyDict>> {
-        guarded("decode_columns", dec_err, || self.decode_columns_inner(py, messages, offset))
+    ///
+    /// `fields` (an iterable of column paths, None: all) projects the decode onto those columns:
+    /// every message is still parsed and validated completely, and refused exactly as without
+    /// `fields`, but only the named columns are stored and returned, plus the offsets of the
+    /// arrays and maps that hold one of them. An unknown path is a KeyError.
+    #[pyo3(signature = (messages, offset = 0, fields = None))]
+    fn decode_columns<'py>(
+        &self,
+        py: Python<'py>,
+        messages: &Bound<'py, PyAny>,
+        offset: isize,
+        fields: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        guarded("decode_columns", dec_err, || self.decode_columns_inner(py, messages, offset, fields))
     }
 
     fn __repr__(&self) -> String {
@@ -258,11 +269,48 @@ impl Schema {
 }
 
 impl Schema {
-    fn decode_columns_inner<'py>(&self, py: Python<'py>, messages: &Bound<'py, PyAny>, offset: isize) -> PyResult<Bound<'py, PyDict>> {
+    fn decode_columns_inner<'py>(
+        &self,
+        py: Python<'py>,
+        messages: &Bound<'py, PyAny>,
+        offset: isize,
+        fields: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let plan = match self.plan.get_or_init(|| columns::plan(&self.tree)) {
             Ok(p) => p,
             Err(e) => return Err(PyValueError::new_err(format!("schema cannot be decoded to columns: {e}"))),
         };
+        let ncols = plan.cols.len();
+        // The tree to walk and the columns it fills: the whole plan, or its projection.
+        let projected: Option<(CNode, Vec<bool>)> = match fields {
+            None => None,
+            Some(f) if f.is_none() => None,
+            Some(f) => {
+                let mut want = vec![false; ncols];
+                for name in f.try_iter()? {
+                    let name = name?;
+                    let path: &str = name.extract().map_err(|_| {
+                        pyo3::exceptions::PyTypeError::new_err("fields must be column paths (str)")
+                    })?;
+                    match plan.cols.iter().position(|c| c.path == path) {
+                        Some(i) => want[i] = true,
+                        None => {
+                            return Err(pyo3::exceptions::PyKeyError::new_err(format!(
+                                "no column {path:?} in this schema's columns"
+                            )))
+                        }
+                    }
+                }
+                let mut keep = vec![false; ncols];
+                let root = columns::project(&plan.root, &want, &mut keep);
+                Some((root, keep))
+            }
+        };
+        let (root, keep): (&CNode, Option<&[bool]>) = match &projected {
+            Some((r, k)) => (r, Some(k.as_slice())),
+            None => (&plan.root, None),
+        };
+        let kept = |i: usize| keep.is_none_or(|k| k[i]);
         let cache = pycache::get(py)?;
         // Hold every message (and its buffer export) until the end.
         let seq: Vec<Bound<'py, PyAny>> = messages.try_iter()?.collect::<PyResult<_>>()?;
@@ -278,61 +326,65 @@ impl Schema {
         }
         let start = offset as usize;
         let slices = Slices(slices);
-        let ncols = plan.cols.len();
         let tree = &self.tree;
         let hint: Vec<[usize; 4]> = self.col_hint.lock().map(|h| h.clone()).unwrap_or_default();
         let nmsg = srcs.len();
 
         // Parse with the GIL released: only Rust buffers are touched.
+        let specs = &plan.cols;
         let parsed: Result<Vec<Col>, String> = py.detach(move || {
             let slices = slices;
             catch_unwind(AssertUnwindSafe(|| {
-                let mut cols: Vec<Col> = (0..ncols).map(|_| Col::default()).collect();
-                if hint.len() == ncols {
-                    // Sizes learned from the previous batch (never from the input's own counts).
-                    for (c, h) in cols.iter_mut().zip(&hint) {
-                        c.data.reserve(h[0] * nmsg + h[0] / 2);
-                        c.valid.reserve(h[1] * nmsg + h[1] / 2);
-                        c.offsets.reserve(h[2] * nmsg + 1);
-                        c.refs.reserve(h[3] * nmsg);
-                    }
+                let msgs: Vec<&[u8]> = slices
+                    .0
+                    .iter()
+                    .map(|&(ptr, n)| if n == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(ptr, n) } })
+                    .collect();
+                let parse = |range: std::ops::Range<usize>| {
+                    columns::parse_messages(tree, root, specs, keep, &hint, &msgs[range.clone()], range.start, start)
+                };
+                let threads = if nmsg >= PARALLEL_MIN { parse_threads() } else { 1 };
+                if threads < 2 {
+                    return parse(0..nmsg);
                 }
-                Parser::init(&mut cols, &plan.cols);
-                let mut p = Parser { t: tree, cols: &mut cols };
-                for (m, &(ptr, n)) in slices.0.iter().enumerate() {
-                    let buf: &[u8] = if n == 0 { &[] } else { unsafe { std::slice::from_raw_parts(ptr, n) } };
-                    let mut cur = Cursor::new(buf, start);
-                    if let Err(e) = p.parse(&plan.root, &mut cur, m as u32, 0) {
-                        return Err(format!("message {m}: {} at byte {}", e.msg, e.pos));
-                    }
-                    if cur.pos != n {
-                        return Err(format!(
-                            "message {m}: {} trailing byte(s) after the record at byte {}",
-                            n - cur.pos,
-                            cur.pos
-                        ));
-                    }
-                }
-                Ok(cols)
+                // Two halves on two threads; the first half's error wins, as in a serial parse.
+                let half = nmsg / 2;
+                let (a, b) = std::thread::scope(|scope| {
+                    let second = scope.spawn(|| parse(half..nmsg));
+                    let first = parse(0..half);
+                    (first, second.join())
+                });
+                let b = match b {
+                    Ok(r) => r,
+                    Err(p) => std::panic::resume_unwind(p),
+                };
+                Ok(columns::concat(vec![a?, b?]))
             }))
             .unwrap_or_else(|_| Err("internal error while parsing columns".into()))
         });
         let cols = parsed.map_err(AvroDecodeError::new_err)?;
         if nmsg > 0 {
             let per = |n: usize| n.div_ceil(nmsg);
-            let h: Vec<[usize; 4]> = cols
-                .iter()
-                .map(|c| [per(c.data.len()), per(c.valid.len()), per(c.offsets.len()), per(c.refs.len())])
-                .collect();
             if let Ok(mut g) = self.col_hint.lock() {
-                *g = h;
+                if g.len() != ncols {
+                    *g = vec![[0; 4]; ncols];
+                }
+                // Only the columns filled: a projection leaves the others' hints alone.
+                for (i, c) in cols.iter().enumerate() {
+                    if kept(i) {
+                        g[i] = [per(c.data.len()), per(c.valid.len()), per(c.offsets.len()), per(c.refs.len())];
+                    }
+                }
             }
         }
 
         let out = PyDict::new(py);
         out.set_item("__len__", srcs.len())?;
         let none = py.None();
-        for (spec, col) in plan.cols.iter().zip(cols.iter()) {
+        for (i, (spec, col)) in plan.cols.iter().zip(cols.iter()).enumerate() {
+            if !kept(i) {
+                continue;
+            }
             let valid: Py<PyAny> = if spec.mask { PyBytes::new(py, &col.valid).into_any().unbind() } else { none.clone_ref(py) };
             let (data, offsets): (Py<PyAny>, Py<PyAny>) = match spec.store {
                 Store::Fixed => (PyBytes::new(py, &col.data).into_any().unbind(), none.clone_ref(py)),
@@ -404,6 +456,20 @@ impl Schema {
         }
         Ok(out)
     }
+}
+
+/// Batches of at least this many messages are parsed on two threads (when two CPUs are there).
+const PARALLEL_MIN: usize = 64;
+
+/// Threads for one `decode_columns` parse: 2 if the machine has two CPUs, else 1.
+/// `ALERTBENCH_NATIVE_THREADS=1` keeps it on one (read once).
+fn parse_threads() -> usize {
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let asked = std::env::var("ALERTBENCH_NATIVE_THREADS").ok().and_then(|v| v.parse().ok());
+        asked.unwrap_or(2).clamp(1, 2).min(cpus)
+    })
 }
 
 /// The native Avro codec. Why native: see the crate documentation (README.md).
