@@ -414,6 +414,9 @@ class BaseTransport:
     variants: ClassVar[dict[str, dict[str, Any]]] = {}
     local_tools: ClassVar[tuple[str, ...]] = ()
     """Programs the local-stream recipe needs on PATH (Kafka: java and mvn)."""
+    url_example: ClassVar[str] = ""
+    """A URL of this transport as a user writes it (documentation and the capability table;
+    empty: ``SCHEME://127.0.0.1:PORT``)."""
 
     def __init__(self, url: str, **options: Any) -> None:
         self.url = url

@@ -130,6 +130,7 @@ class KafkaTransport(BaseTransport):
     )
     variants: ClassVar[dict[str, dict[str, Any]]] = {"kafka": {}}
     local_tools = ("java", "mvn")
+    url_example = "kafka://127.0.0.1:9092/alerts"
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)

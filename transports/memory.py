@@ -119,6 +119,7 @@ class MemoryTransport(BaseTransport):
         },
     )
     variants: ClassVar[dict[str, dict[str, Any]]] = {"memory": {}}
+    url_example = "memory://alerts"
     url_scheme = "memory"
 
     def __init__(self, url: str, **options: Any) -> None:

@@ -97,6 +97,7 @@ class TcpTransport(BaseTransport):
         },
     )
     variants: ClassVar[dict[str, dict[str, Any]]] = {"tcp": {}}
+    url_example = "tcp://127.0.0.1:5600"
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)

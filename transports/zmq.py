@@ -93,6 +93,7 @@ class ZmqTransport(BaseTransport):
         "zmq-pubsub": {"pattern": "pubsub"},
         "zmq-pushpull": {"pattern": "pushpull"},
     }
+    url_example = "zmq+tcp://127.0.0.1:5601"
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)

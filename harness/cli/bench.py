@@ -264,6 +264,13 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_transports(args: argparse.Namespace) -> int:
+    from alertbench.harness.report.capabilities import markdown_table
+
+    print(markdown_table())
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from alertbench.harness.report.render import write_reports
 
@@ -373,6 +380,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     vb.add_argument("-o", "--output", type=output_folder, default=Path("out/vtp-bench"))
     vb.add_argument("--inside-namespace", action="store_true", help=argparse.SUPPRESS)
     vb.set_defaults(func=cmd_vtp_bench)
+
+    tr = sub.add_parser(
+        "transports",
+        help="what each transport guarantees, from its declared capabilities (Markdown)",
+        description="Print, as a Markdown table, every registered transport kind with what it "
+        "does with a slow and a dead subscriber and what it guarantees, read from the "
+        "Capabilities each transport declares in code (README.md carries this table).",
+    )
+    tr.set_defaults(func=cmd_transports)
 
     run = sub.add_parser(
         "run",
