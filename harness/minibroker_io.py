@@ -248,6 +248,40 @@ class KafkaUserTopics:
         for future in admin.create_acls(acls).values():
             future.result(timeout)
 
+    def rotate(self, user: str, token: str, timeout: float = 30.0) -> None:
+        """Make ``token`` the only Kafka password of ``user`` (their token rotated).
+
+        Only a principal that :meth:`grant` made is touched, the one allowed to READ the user's
+        own topic; a reserved name, or an account that merely shares the user's name, is
+        refused (ConfigError), as ``grant`` refuses to take one over. TransportError if Kafka
+        refuses the change."""
+        from alertbench.transports.servers.kafka_cluster import replace_scram_password
+        from confluent_kafka.admin import (
+            AclBindingFilter,
+            AclOperation,
+            AclPermissionType,
+            AdminClient,
+            ResourcePatternType,
+            ResourceType,
+        )
+
+        if user.lower() in RESERVED_PRINCIPALS:
+            raise ConfigError(f"{user!r} is a reserved Kafka principal, not a mini-broker user's")
+        own_topic = AclBindingFilter(
+            ResourceType.TOPIC, user_topic(user), ResourcePatternType.LITERAL,
+            f"User:{user}", None, AclOperation.READ, AclPermissionType.ALLOW,
+        )  # fmt: skip
+        admin = AdminClient(self._admin_config)  # kept alive until its answer is in
+        try:
+            if not admin.describe_acls(own_topic).result(timeout):
+                raise ConfigError(
+                    f"Kafka principal {user!r} may not read {user_topic(user)}: it was not made "
+                    "by 'minibroker user add --kafka', so its password is not this user's token"
+                )
+            replace_scram_password(self._admin_config, user, token, timeout=timeout)
+        except KafkaException as exc:
+            raise TransportError(f"Kafka refused to replace {user!r}'s password: {exc}") from exc
+
     @staticmethod
     def _has_credentials(admin: Any, user: str, timeout: float) -> bool:
         try:

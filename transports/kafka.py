@@ -73,6 +73,25 @@ ACCESS_ERRORS = {
 """Errors that retrying cannot fix: raised to the caller as TransportError, not logged and lost."""
 
 
+class _Throttle:
+    """At most one log line per key every ERROR_LOG_INTERVAL; the repeats in between are
+    counted and reported with the next line. A dead broker is retried many times a second,
+    and one line per retry buries what the run has to say."""
+
+    def __init__(self) -> None:
+        self._last: dict[Any, tuple[float, int]] = {}
+
+    def suffix(self, key: Any) -> str | None:
+        """None: stay quiet; else what to append to the line (the count of repeats)."""
+        now = time.monotonic()
+        last, quiet = self._last.get(key, (-ERROR_LOG_INTERVAL, 0))
+        if now - last < ERROR_LOG_INTERVAL:
+            self._last[key] = (last, quiet + 1)
+            return None
+        self._last[key] = (now, 0)
+        return f" ({quiet} more like it since)" if quiet else ""
+
+
 class _LibrdkafkaLog:
     """Forwards librdkafka's log lines to Python logging and keeps the fatal ones.
 
@@ -82,27 +101,21 @@ class _LibrdkafkaLog:
 
     def __init__(self) -> None:
         self.fatal: list[str] = []
-        self._last: dict[str, tuple[float, int]] = {}
+        self._throttle = _Throttle()
 
     def log(self, level: int, fmt: str, *args: Any) -> None:
         message = fmt % args if args else fmt
         if "FATAL" in message or "Fatal error" in message:
             self.fatal.append(message)
-            self._last.pop("FATAL", None)
         # librdkafka's levels are syslog's (3 error, 4 warning, 6 info, 7 debug).
         python_level = (
             logging.ERROR if level <= 3 else logging.WARNING if level == 4 else
             logging.INFO if level <= 6 else logging.DEBUG
         )  # fmt: skip
         facility = message.split(" ", 1)[0]  # FAIL, CONFWARN, ...: a reconnect loop repeats one
-        now = time.monotonic()
-        last, quiet = self._last.get(facility, (-ERROR_LOG_INTERVAL, 0))
-        if now - last < ERROR_LOG_INTERVAL:
-            self._last[facility] = (last, quiet + 1)
-            return
-        again = f" ({quiet} more like it since)" if quiet else ""
-        log.log(python_level, "%s%s", message, again)
-        self._last[facility] = (now, 0)
+        again = self._throttle.suffix(facility)
+        if again is not None:
+            log.log(python_level, "%s%s", message, again)
 
 
 class KafkaTransport(BaseTransport):
@@ -148,7 +161,7 @@ class KafkaTransport(BaseTransport):
         self.config: dict[str, Any] = self.options["config"]
         self.client_errors: list[KafkaError] = []
         self.librdkafka_log = _LibrdkafkaLog()
-        self._error_logged: dict[int, tuple[float, int]] = {}
+        self._errors_logged = _Throttle()
         self.reached = False
         """Whether a client of this transport has talked to the cluster (a delivery, a
         partition assignment): after that, every broker being down is an outage to ride out,
@@ -156,20 +169,12 @@ class KafkaTransport(BaseTransport):
         self._outage_logged = False
 
     def _on_error(self, error: KafkaError) -> None:
-        """Kept (raise_access_error reads them) and logged; a repeat of the same error within
-        ERROR_LOG_INTERVAL is counted, not logged: a dead broker is retried many times a
-        second, and one line per retry buries what the run has to say."""
+        """Kept (raise_access_error reads them) and logged, throttled per error code."""
         self.client_errors.append(error)
         del self.client_errors[:-100]
-        now = time.monotonic()
-        code = error.code()
-        last, quiet = self._error_logged.get(code, (-ERROR_LOG_INTERVAL, 0))
-        if now - last < ERROR_LOG_INTERVAL:
-            self._error_logged[code] = (last, quiet + 1)
-            return
-        again = f" ({quiet} more like it since)" if quiet else ""
-        log.warning("Kafka client error: %s%s", error, again)
-        self._error_logged[code] = (now, 0)
+        again = self._errors_logged.suffix(error.code())
+        if again is not None:
+            log.warning("Kafka client error: %s%s", error, again)
 
     def raise_access_error(self) -> None:
         """Raise TransportError if the cluster refused our credentials or permissions."""

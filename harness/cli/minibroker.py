@@ -7,16 +7,16 @@ and shell history), the ``ALERTBENCH_TOKEN`` environment variable.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from alertbench.harness.cli.console import console, out, positive_float, positive_int
 
-from alertbench.errors import AlertbenchError, ConfigError, TransportError
+from alertbench.errors import AlertbenchError, ConfigError
 
 DEFAULT_DB = Path("minibroker.sqlite")
 
@@ -62,7 +62,12 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 
 def cmd_user_rotate(args: argparse.Namespace) -> int:
-    apply = _kafka_password_rotation(args) if args.kafka else None
+    apply = None
+    if args.kafka:
+        from alertbench.harness.minibroker_io import KafkaUserTopics
+
+        topics = KafkaUserTopics(args.kafka, user=args.kafka_user, password=args.kafka_password)
+        apply = functools.partial(topics.rotate, args.name)
     with _store(args) as store:
         token = store.rotate_token(args.name, apply=apply)
     if args.kafka:
@@ -70,56 +75,6 @@ def cmd_user_rotate(args: argparse.Namespace) -> int:
     console.print(f"user {args.name!r}: old token revoked; new token (shown once, keep it secret):")
     print(token)  # alone on stdout, for scripts
     return 0
-
-
-def _kafka_password_rotation(args: argparse.Namespace) -> Callable[[str], None]:
-    """What replaces a user's Kafka password (their token) when it rotates.
-
-    Only a principal that ``user add --kafka`` made is touched, the one allowed to READ the
-    user's own topic; a reserved name, or an account that merely shares the user's name, is
-    refused (ConfigError) and the rotation rolled back, as ``grant`` refuses to take one over.
-    """
-    from alertbench.harness.minibroker_io import RESERVED_PRINCIPALS, user_topic
-    from alertbench.transports.kafka import KafkaTransport
-    from alertbench.transports.servers.kafka_cluster import replace_scram_password
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import (
-        AclBindingFilter,
-        AclOperation,
-        AclPermissionType,
-        AdminClient,
-        ResourcePatternType,
-        ResourceType,
-    )
-
-    user = args.name
-    base = args.kafka.split("://", 1)[-1].split("/", 1)[0]
-    transport = KafkaTransport(
-        f"kafka://{base}/{user_topic(user)}", user=args.kafka_user, password=args.kafka_password
-    )
-    admin_config = {
-        k: v for k, v in transport.client_config().items() if k not in ("logger", "error_cb")
-    }
-
-    def rotate(token: str) -> None:
-        if user.lower() in RESERVED_PRINCIPALS:
-            raise ConfigError(f"{user!r} is a reserved Kafka principal, not a mini-broker user's")
-        own_topic = AclBindingFilter(
-            ResourceType.TOPIC, user_topic(user), ResourcePatternType.LITERAL,
-            f"User:{user}", None, AclOperation.READ, AclPermissionType.ALLOW,
-        )  # fmt: skip
-        admin = AdminClient(admin_config)  # kept alive until its answer is in
-        try:
-            if not admin.describe_acls(own_topic).result(30):
-                raise ConfigError(
-                    f"Kafka principal {user!r} may not read {user_topic(user)}: it was not made "
-                    "by 'minibroker user add --kafka', so its password is not this user's token"
-                )
-            replace_scram_password(admin_config, user, token)
-        except KafkaException as exc:
-            raise TransportError(f"Kafka refused to replace {user!r}'s password: {exc}") from exc
-
-    return rotate
 
 
 def cmd_filter_add(args: argparse.Namespace) -> int:
