@@ -9,6 +9,7 @@ measures. The commands are grouped by concern, one module each, and none imports
 - :mod:`.bench`: the benchmarks and their reports (kafka-visit, matrix, run, max-rate,
   vtp-bench, evidence, report, compare);
 - :mod:`.minibroker`: the mini-broker's service, users, filters and benchmark;
+- :mod:`.play`: a visit replayed into Kafka at LSST's cadence, and a consumer group's lag;
 - :mod:`.console`: what they share (consoles, progress, argument types) and the one error
   handler: a user's mistake is one line on stderr and exit status 2.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from alertbench.harness.cli import alerts, bench, kafka, minibroker
+from alertbench.harness.cli import alerts, bench, kafka, minibroker, play
 from alertbench.harness.cli.console import PROG, Parser, run
 
 from alertbench import __version__
@@ -39,6 +40,7 @@ def build_parser() -> Parser:
     kafka.add_parsers(sub)
     bench.add_parsers(sub)
     minibroker.add_parsers(sub)
+    play.add_parsers(sub)
     return parser
 
 
