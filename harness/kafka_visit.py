@@ -10,7 +10,7 @@ pay for the cold start. Kafka's CPU counts in the results when this process star
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 
@@ -28,17 +28,22 @@ def kafka_visits(
     seed: int = 1,
     bootstrap_servers: str | None = None,
     progress: Any = None,
+    transport_options: Mapping[str, Any] | None = None,
 ) -> Iterator[RunResult]:
     """One result per codec in ``compressions``, as each finishes.
 
     ``bootstrap_servers``: a running cluster to use; without it a local single-node cluster is
-    started for the visits and stopped after the last."""
+    started for the visits and stopped after the last. ``transport_options``: how to reach it
+    (credentials, TLS, librdkafka ``config``), given to every transport and to the recipe that
+    creates each visit's topic."""
+    client = dict(transport_options or {})
     with ExitStack() as stack:
+        stream_options: dict[str, Any] = {"transport_options": client} if client else {}
         if bootstrap_servers:
-            shared, stream_options = None, {"bootstrap_servers": bootstrap_servers}
+            shared = None
+            stream_options["bootstrap_servers"] = bootstrap_servers
         else:
             shared = stack.enter_context(KafkaTransport.shared_resources())
-            stream_options = {}
 
         def spec(n: int, options: dict[str, str], label: str) -> RunSpec:
             return RunSpec(
@@ -48,7 +53,7 @@ def kafka_visits(
                 payload="pre-encoded",
                 pool_size=pool_size,
                 seed=seed,
-                transport_options=options,
+                transport_options={**client, **options},
                 stream_options=stream_options,
                 label=label,
             )

@@ -30,6 +30,8 @@ from alertbench.harness.report.render import explain, rank
 from alertbench.refimpl.codecs.base import SERIALIZERS, get_serializer
 from alertbench.transports.base import kinds, transport_class
 
+from alertbench.errors import ConfigError
+
 __all__ = [
     "explain",
     "matrix_row",
@@ -75,6 +77,7 @@ def run_matrix(
     max_rate_seconds: float | None = None,
     subscriber_processes: bool = True,
     serializer_options: dict[str, dict[str, Any]] | None = None,
+    transport_options: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Every combination: one engine run (a burst of ``n_alerts``, the codec in the loop, one
     subscriber in a process of its own, or a thread with ``subscriber_processes=False``) on a
@@ -85,8 +88,15 @@ def run_matrix(
 
     A transport whose streams share a server (Kafka: one cluster, a topic per run) starts it
     once for the matrix, or uses ``bootstrap_servers`` (Kafka's recipe option) if given.
+    ``transport_options`` are keyword options per transport kind (``{"kafka": {"user": ...,
+    "ca_file": ...}}``: how to reach a cluster that is not ours), given to every transport of
+    that kind and to its recipe, which creates the topics with them.
     """
     role = "process" if subscriber_processes else "thread"
+    by_kind = {kind: dict((transport_options or {}).get(kind, {})) for kind in transports}
+    if max_rate_seconds and any(by_kind.values()):
+        # find_max_rate builds its runs without transport options: its steps would be refused.
+        raise ConfigError("--max-rate does not take transport (Kafka client) options yet")
     rows: list[dict[str, Any]] = []
     options = {name: dict((serializer_options or {}).get(name, {})) for name in serializers}
     content_type = {
@@ -96,7 +106,9 @@ def run_matrix(
         shared: dict[str, Any] = {}
         stream_options: dict[str, dict[str, Any]] = {}
         for kind in dict.fromkeys(transports):
-            shared[kind], stream_options[kind] = _shared_for(stack, kind, bootstrap_servers)
+            shared[kind], stream_options[kind] = _shared_for(
+                stack, kind, bootstrap_servers, by_kind[kind]
+            )
             carried = [n for n in serializers if valid_combination(kind, content_type[n])]
             if carried and (shared[kind] is not None or stream_options[kind]):
                 # a server that outlives one run: warmed off the record
@@ -104,7 +116,8 @@ def run_matrix(
                     RunSpec(
                         kind, carried[0], Schedule.burst(WARMUP_ALERTS), payload="pre-encoded",
                         subscriber_role=role, pool_size=min(pool_size, 50), seed=seed,
-                        stream_options=stream_options[kind], label=f"warming {kind}",
+                        transport_options=by_kind[kind], stream_options=stream_options[kind],
+                        label=f"warming {kind}",
                     ),
                     shared=shared[kind],
                 )  # fmt: skip
@@ -124,6 +137,7 @@ def run_matrix(
                     idle_timeout=15.0,
                     pool_size=pool_size,
                     seed=seed,
+                    transport_options=by_kind[kind],
                     stream_options=stream_options[kind],
                     label=f"{kind} x {serializer_name}",
                 )
@@ -137,13 +151,15 @@ def run_matrix(
 
 
 def _shared_for(
-    stack: ExitStack, kind: str, bootstrap_servers: str | None
+    stack: ExitStack, kind: str, bootstrap_servers: str | None, options: dict[str, Any]
 ) -> tuple[Any, dict[str, Any]]:
-    """(shared resources, stream options) for ``kind``'s streams in this matrix."""
+    """(shared resources, stream options) for ``kind``'s streams in this matrix; ``options``
+    (the kind's transport options) go to its recipe too, when there are any."""
     cls = transport_class(kind)
+    extra = {"transport_options": options} if options else {}
     if bootstrap_servers and "bootstrap_servers" in inspect.signature(cls.local_stream).parameters:
-        return None, {"bootstrap_servers": bootstrap_servers}
-    return stack.enter_context(cls.shared_resources()), {}
+        return None, {"bootstrap_servers": bootstrap_servers, **extra}
+    return stack.enter_context(cls.shared_resources()), extra
 
 
 def _add_max_rate(

@@ -1,10 +1,14 @@
 """Apache Kafka transport (confluent-kafka / librdkafka): the bulk transport Rubin chose.
 
 URL: ``kafka://127.0.0.1:9092[,host:port...]/TOPIC?compression=lz4&linger_ms=5``; options may
-also be passed as keyword arguments (``user``/``password`` for SASL/SCRAM-SHA-512). Any other
-librdkafka setting goes through the one declared passthrough, ``config`` (a dict, or
-``config=key=value,key=value`` in the URL), applied last to producers and consumers; an option
-that is neither declared nor in ``config`` is refused (``linger=50`` is not ``linger_ms``).
+also be passed as keyword arguments. A cluster that is not ours is reached with ``user`` and
+``password`` (SASL), ``sasl_mechanism`` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), ``ca_file`` (PEM
+CA certificates for TLS) and ``security_protocol`` (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL;
+left out, it follows from the others: a user alone is SASL_PLAINTEXT with SCRAM-SHA-512, as
+before, a user and a CA file SASL_SSL, a CA file alone SSL). Any other librdkafka setting goes
+through the one declared passthrough, ``config`` (a dict, or ``config=key=value,key=value`` in
+the URL), applied last to every client (admin, producer, consumer); an option that is neither
+declared nor in ``config`` is refused (``linger=50`` is not ``linger_ms``).
 
 Publisher: idempotent, ``acks=all`` (with the cluster's min.insync.replicas, an acknowledged
 alert is on at least two brokers of a 3-broker cluster), configurable compression and batching.
@@ -32,6 +36,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, ClassVar
 
 from alertbench.transports.base import (
@@ -45,6 +50,7 @@ from alertbench.transports.base import (
     Received,
     Start,
     TransportError,
+    resolve_options,
 )
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
@@ -57,6 +63,11 @@ log = logging.getLogger(__name__)
 ERROR_LOG_INTERVAL = 10.0
 """Seconds between two log lines for the same Kafka client error."""
 COMPRESSION = ("none", "lz4", "zstd", "snappy", "gzip")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+DEFAULT_SASL_MECHANISM = "SCRAM-SHA-512"
+"""What a user without a ``sasl_mechanism`` logs in with: what Rubin runs, and what this
+transport always used before the mechanism could be chosen."""
 HEADER_CONTENT_TYPE = "content-type"
 HEADER_ALERT_ID = "alert-id"
 HEADER_T_SHUTTER = "t-shutter-ns"
@@ -134,8 +145,22 @@ class KafkaTransport(BaseTransport):
             ),
             "linger_ms": Option(5, "producer linger.ms: wait to fill a batch", "int", minimum=0),
             "batch_size": Option(1_000_000, "producer batch.size, bytes", "int", minimum=1),
-            "user": Option(None, "SASL/SCRAM-SHA-512 user name (none: no authentication)"),
-            "password": Option(None, "SASL/SCRAM-SHA-512 password", secret=True),
+            "user": Option(None, "SASL user name (none: no authentication)"),
+            "password": Option(None, "SASL password", secret=True),
+            "sasl_mechanism": Option(
+                None,
+                f"SASL mechanism (default {DEFAULT_SASL_MECHANISM} when a user is given)",
+                "choice",
+                choices=SASL_MECHANISMS,
+            ),
+            "security_protocol": Option(
+                None,
+                "security.protocol (default: SASL_PLAINTEXT with a user, SASL_SSL with a user "
+                "and a CA file, SSL with a CA file alone, else PLAINTEXT)",
+                "choice",
+                choices=SECURITY_PROTOCOLS,
+            ),
+            "ca_file": Option(None, "CA certificate(s), PEM, that signed the brokers' (TLS)"),
             "config": Option(
                 {}, "further librdkafka settings, applied last to every client", "mapping"
             ),
@@ -159,6 +184,8 @@ class KafkaTransport(BaseTransport):
         self.user: str | None = self.options["user"]
         self.password: str | None = self.options["password"]
         self.config: dict[str, Any] = self.options["config"]
+        self.security = security_config(self.options, self.shown_url)
+        """The settings that reach the cluster (protocol, SASL, CA), checked once here."""
         self.client_errors: list[KafkaError] = []
         self.librdkafka_log = _LibrdkafkaLog()
         self._errors_logged = _Throttle()
@@ -184,6 +211,14 @@ class KafkaTransport(BaseTransport):
             ):
                 who = f"user {self.user!r}" if self.user else "a client without credentials"
                 raise TransportError(f"Kafka refused {who}: {error.str()}")
+            if error.code() == KafkaError._SSL and not self.reached:
+                # A certificate that does not verify never will: librdkafka would only retry
+                # the handshake until the caller's timeout and then report "all brokers down".
+                raise TransportError(
+                    f"TLS with the Kafka brokers at {self.bootstrap_servers} failed (is the CA "
+                    "file the one that signed the brokers' certificates, and is the address in "
+                    f"them?): {error.str()}"
+                )
         if self.client_errors and all(
             e.code() == KafkaError._ALL_BROKERS_DOWN for e in self.client_errors[-3:]
         ):
@@ -196,8 +231,12 @@ class KafkaTransport(BaseTransport):
                     )
                     self._outage_logged = True
                 return
+            tls = self.security.get("security.protocol", "") in ("SSL", "SASL_SSL")
             hint = "is it running?" + (
-                "" if self.user else " does the cluster require SASL credentials?"
+                ""
+                if self.user
+                else " does the cluster require SASL credentials"
+                + ("?" if tls else " or TLS (a CA file)?")
             )
             raise TransportError(
                 f"no Kafka broker at {self.bootstrap_servers} answers ({hint}): "
@@ -205,20 +244,17 @@ class KafkaTransport(BaseTransport):
             )
 
     def client_config(self) -> dict[str, Any]:
+        """What every client of this transport shares (admin, producer, consumer, and the
+        harness's own admin clients): the address, the security settings and, last, the
+        ``config`` passthrough, so an admin client reaches the cluster exactly as the
+        producer does."""
         conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "logger": self.librdkafka_log,
             "error_cb": self._on_error,
         }
-        if self.user:
-            conf.update(
-                {
-                    "security.protocol": "SASL_PLAINTEXT",
-                    "sasl.mechanisms": "SCRAM-SHA-512",
-                    "sasl.username": self.user,
-                    "sasl.password": self.password or "",
-                }
-            )
+        conf.update(self.security)
+        conf.update(self.config)
         return conf
 
     def prepare(self, partitions: int = 1) -> None:
@@ -230,7 +266,23 @@ class KafkaTransport(BaseTransport):
     ) -> None:
         """Create the topic if it does not exist (what an operator does once)."""
         admin = AdminClient(self.client_config())
-        if self.topic in admin.list_topics(timeout=timeout).topics:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                topics = admin.list_topics(timeout=min(2.0, timeout)).topics
+                break
+            except KafkaException as exc:
+                # Refused credentials and failed TLS handshakes reach the error callback (served
+                # by poll): raised at once as what they are, not after ``timeout`` as a
+                # "transport failure".
+                admin.poll(0)
+                self.raise_access_error()
+                if time.monotonic() >= deadline:
+                    raise TransportError(
+                        f"cannot list the topics of the Kafka cluster at "
+                        f"{self.bootstrap_servers}: {exc.args[0].str()}"
+                    ) from None
+        if self.topic in topics:
             return
         futures = admin.create_topics(
             [
@@ -302,21 +354,30 @@ class KafkaTransport(BaseTransport):
         cluster: Any = None,
         bootstrap_servers: str | None = None,
         partitions: int = 1,
+        transport_options: Mapping[str, Any] | None = None,
     ) -> Iterator[LocalStream]:
         """A fresh topic (created) on ``bootstrap_servers``, on ``cluster``/``shared`` (a
         KafkaCluster), or else on a single-node cluster started here and stopped on exit.
-        ``tight`` changes nothing: the brokers buffer a slow subscriber on disk."""
+        ``transport_options`` (credentials, TLS: what the run's transport is given too) are
+        how the topic is created on a cluster that is not ours; they stay out of the URL, so
+        no password is in it. ``tight`` changes nothing: the brokers buffer a slow subscriber
+        on disk."""
         cluster = cluster or shared
         if bootstrap_servers is None and cluster is None:
             with (
                 cls.shared_resources() as own,
-                cls.local_stream(variant, cluster=own, partitions=partitions) as stream,
+                cls.local_stream(
+                    variant,
+                    cluster=own,
+                    partitions=partitions,
+                    transport_options=transport_options,
+                ) as stream,
             ):
                 yield stream
             return
         bootstrap = bootstrap_servers or cluster.bootstrap_servers
         url = f"kafka://{bootstrap}/{variant}-{uuid.uuid4().hex[:8]}"
-        cls(url).prepare(partitions=partitions)
+        cls(url, **(transport_options or {})).prepare(partitions=partitions)
         restart = None
         if cluster is not None and bootstrap_servers is None:
 
@@ -336,6 +397,67 @@ class KafkaTransport(BaseTransport):
             ports=ports,
             restart=restart,
         )
+
+
+def security_config(options: Mapping[str, Any], where: str = "Kafka") -> dict[str, str]:
+    """librdkafka's security settings for the declared options ``user``, ``password``,
+    ``security_protocol``, ``sasl_mechanism`` and ``ca_file``; ConfigError for a combination
+    that cannot be meant (a user on a protocol without SASL, a CA file without TLS), so a
+    mistake is reported before any connection rather than as a timeout.
+
+    Without ``security_protocol`` the protocol follows from what is given, and a user alone
+    stays SASL_PLAINTEXT with SCRAM-SHA-512, what this transport always did."""
+    user: str | None = options.get("user")
+    password: str | None = options.get("password")
+    protocol: str | None = options.get("security_protocol")
+    mechanism: str | None = options.get("sasl_mechanism")
+    ca_file: str | None = options.get("ca_file")
+    if protocol is None:
+        if user:
+            protocol = "SASL_SSL" if ca_file else "SASL_PLAINTEXT"
+        elif ca_file:
+            protocol = "SSL"
+    sasl = protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+    tls = protocol in ("SSL", "SASL_SSL")
+    if sasl and not user:
+        raise ConfigError(f"{where}: security protocol {protocol} needs a user name (SASL)")
+    if user and not sasl:
+        raise ConfigError(
+            f"{where}: a user name is for SASL, and security protocol {protocol} has none "
+            "(SASL_PLAINTEXT or SASL_SSL)"
+        )
+    if mechanism and not sasl:
+        raise ConfigError(
+            f"{where}: SASL mechanism {mechanism} given, but security protocol {protocol} has "
+            "no SASL"
+        )
+    if ca_file and not tls:
+        raise ConfigError(
+            f"{where}: a CA file is for TLS, and security protocol {protocol} has none "
+            "(SSL or SASL_SSL)"
+        )
+    if ca_file and not Path(ca_file).is_file():
+        raise ConfigError(f"{where}: CA file {ca_file}: no such file")
+    conf: dict[str, str] = {}
+    if protocol:
+        conf["security.protocol"] = protocol
+    if sasl:
+        conf["sasl.mechanisms"] = mechanism or DEFAULT_SASL_MECHANISM
+        conf["sasl.username"] = user or ""
+        conf["sasl.password"] = password or ""
+    if ca_file:
+        conf["ssl.ca.location"] = str(ca_file)
+    return conf
+
+
+def client_settings(**options: Any) -> dict[str, Any]:
+    """The librdkafka settings (no address, no callbacks) that these transport options give,
+    security first and the ``config`` passthrough last: for a client that serves no one topic
+    (``alertbench kafka status``), so it reaches a cluster exactly as a transport would."""
+    values = resolve_options(
+        KafkaTransport.capabilities.options, {}, options, "the Kafka client options"
+    )
+    return {**security_config(values), **values["config"]}
 
 
 def _positions(position: Any) -> dict[int, int]:

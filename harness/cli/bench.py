@@ -26,6 +26,11 @@ from alertbench.harness.cli.console import (
     progress,
     transport_kind,
 )
+from alertbench.harness.cli.kafka_options import (
+    add_kafka_client_options,
+    kafka_transport_options,
+    refuse_for_local_cluster,
+)
 from alertbench.harness.report.results import RESULTS_FILE, redact_url, write_results
 from alertbench.refimpl.codecs.base import SERIALIZERS
 
@@ -96,6 +101,8 @@ def kind_or_url(text: str) -> str:
 def cmd_kafka_visit(args: argparse.Namespace) -> int:
     from alertbench.harness.kafka_visit import kafka_visits
 
+    client = kafka_transport_options(args)
+    refuse_for_local_cluster(client, args.bootstrap_servers)
     if not args.bootstrap_servers:
         console.print("starting a local Kafka (KRaft, 1 broker)...")
     results = []
@@ -107,6 +114,7 @@ def cmd_kafka_visit(args: argparse.Namespace) -> int:
             seed=args.seed,
             bootstrap_servers=args.bootstrap_servers,
             progress=bar,
+            transport_options=client,
         )
         for codec, result in zip(args.compression, visits, strict=True):
             results.append(result)
@@ -127,6 +135,8 @@ def cmd_kafka_visit(args: argparse.Namespace) -> int:
 def cmd_matrix(args: argparse.Namespace) -> int:
     from alertbench.harness import matrix
 
+    client = kafka_transport_options(args)
+    refuse_for_local_cluster(client, args.bootstrap_servers)
     with progress() as bar:
         rows = matrix.run_matrix(
             args.transports,
@@ -139,6 +149,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             max_rate_seconds=args.max_rate,
             subscriber_processes=not args.subscriber_thread,
             serializer_options=args.serializer_option,
+            transport_options={"kafka": client} if client else None,
         )
     payload = {"alerts_per_combination": args.alerts, "results": rows}
     path = write_run(args.output, "matrix", payload, args)
@@ -314,6 +325,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="codecs to compare (default: none lz4 zstd snappy)",
     )
     vis.add_argument("--bootstrap-servers", default=None, help="use this cluster, start none")
+    add_kafka_client_options(vis)
     vis.add_argument("-o", "--output", type=output_folder, default=Path("out/kafka-visit"))
     vis.set_defaults(func=cmd_kafka_visit)
 
@@ -344,6 +356,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help=f"serializations to run (default all: {' '.join(serializers)})",
     )
     mat.add_argument("--bootstrap-servers", default=None, help="use this Kafka, start none")
+    add_kafka_client_options(mat)
     mat.add_argument(
         "--max-rate",
         type=positive_float,

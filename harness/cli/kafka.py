@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from alertbench.harness.cli.console import console, out, positive_int
+from alertbench.harness.cli.kafka_options import add_kafka_client_options, kafka_transport_options
 
 from alertbench.errors import AlertbenchError
 
@@ -32,7 +33,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from alertbench.transports.servers import kafka_cluster as kc
 
     if args.bootstrap_servers:
-        brokers = kc.probe(args.bootstrap_servers)
+        from alertbench.transports.kafka import client_settings
+
+        # The transport's own settings, so status reaches a cluster as publish would.
+        settings = client_settings(**kafka_transport_options(args))
+        brokers = kc.probe(args.bootstrap_servers, **settings)
         out.print(f"{args.bootstrap_servers}: {brokers} broker(s) answering")
         return 0 if brokers else 1
     state_path = _state_path(args)
@@ -115,4 +120,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="with 'status': check an existing cluster instead of the local one",
     )
+    add_kafka_client_options(kaf)
     kaf.set_defaults(func=cmd_kafka)

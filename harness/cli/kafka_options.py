@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from alertbench.errors import ConfigError
+from alertbench.redaction import SECRET_KEY
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -75,32 +76,64 @@ def read_password(args: argparse.Namespace) -> str | None:
 def kafka_transport_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword options for ``get_transport("kafka://...", **options)`` from the parsed options.
 
-    Empty when none was given, so a local, unauthenticated cluster needs nothing. Explicit
-    security settings go into the transport's ``config`` passthrough and ``-X`` properties
-    after them, so ``-X`` wins, as with kafkacat.
+    Empty when none was given, so a local, unauthenticated cluster needs nothing. The security
+    settings become the transport's own declared options (``user``, ``password``,
+    ``security_protocol``, ``sasl_mechanism``, ``ca_file``), so the transport checks their
+    combination and its admin clients use them too; ``-X`` properties go into its ``config``
+    passthrough, applied last, so ``-X`` wins, as with kafkacat. A secret given as ``-X`` is
+    refused: the command line is recorded in results and seen by ``ps``.
     """
-    config: dict[str, str] = {}
     options: dict[str, Any] = {}
     username: str | None = getattr(args, "username", None)
     password = read_password(args)
     if username:
         options["user"] = username
         options["password"] = password or ""
-    elif password:
-        raise ConfigError("a Kafka password was given (file or environment) but no --username")
+    elif getattr(args, "password_file", None) is not None:
+        # Only the file is an error: a password exported in the environment is for the
+        # commands that name a user, and must not break a local run that names none.
+        raise ConfigError("--password-file was given but no --username")
     protocol: str | None = getattr(args, "security_protocol", None)
     mechanism: str | None = getattr(args, "sasl_mechanism", None)
     ca_file: Path | None = getattr(args, "ca_file", None)
     if protocol:
-        config["security.protocol"] = protocol
+        options["security_protocol"] = protocol
     if mechanism:
-        config["sasl.mechanisms"] = mechanism
+        if not username:
+            raise ConfigError(f"--sasl-mechanism {mechanism} needs --username")
+        options["sasl_mechanism"] = mechanism
     if ca_file is not None:
         if not ca_file.is_file():
             raise ConfigError(f"--ca-file {ca_file}: no such file")
-        config["ssl.ca.location"] = str(ca_file)
+        options["ca_file"] = str(ca_file)
+    config: dict[str, str] = {}
     for key, value in getattr(args, "kafka_config", []) or []:
+        if SECRET_KEY.search(key):
+            raise ConfigError(
+                f"-X {key}: a secret on the command line would be recorded and seen by ps; "
+                f"give the password with --password-file or ${PASSWORD_ENV}"
+            )
         config[key] = value
     if config:
         options["config"] = config
+    if options:
+        from alertbench.transports.kafka import security_config
+
+        # The same check the transport makes, here so a mistake is one line before any work.
+        security_config(options, "Kafka client options")
     return options
+
+
+SECURITY_OPTIONS = ("user", "security_protocol", "sasl_mechanism", "ca_file")
+"""Transport options that only a cluster that is not ours can mean."""
+
+
+def refuse_for_local_cluster(options: dict[str, Any], bootstrap_servers: str | None) -> None:
+    """ConfigError when credentials or TLS are given for the local cluster a command starts
+    (plain, without users): they would be refused after it started, as a timeout."""
+    given = [name for name in SECURITY_OPTIONS if name in options]
+    if given and not bootstrap_servers:
+        raise ConfigError(
+            "--username, --security-protocol, --sasl-mechanism and --ca-file are for a cluster "
+            "that is not ours: give its --bootstrap-servers"
+        )

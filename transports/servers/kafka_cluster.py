@@ -13,6 +13,16 @@ min.insync.replicas 2). ``auth=True`` turns on SASL/SCRAM-SHA-512 for clients an
 standard authorizer, as Rubin runs it; the KRaft controller listener then takes SASL/PLAIN with
 one static account, ``controller``, whose password only the nodes' own (0600) configuration
 holds, so no other local process can reach the controllers' Admin API (``bootstrap.controllers``).
+
+``scram=("SCRAM-SHA-512", "SCRAM-SHA-256")`` gives every account a SCRAM-SHA-256 credential
+too, for clients that speak only that. ``tls=True`` (or a :class:`CertificateAuthority`) adds a
+TLS client listener beside the plain one: SASL_SSL with the same SCRAM accounts under
+``auth``, else SSL. Its broker certificate is signed by a CA made here with the JDK's keytool
+(the JDK Kafka runs on, so no further dependency), for the advertised host, 127.0.0.1 and
+localhost; clients trust ``ca_file``. So the security settings a cluster that is not ours needs
+can be tested against the real thing.
+``listen``/``advertise`` choose the host the client listeners bind and the one clients are told
+(both 127.0.0.1 by default); the controllers stay on 127.0.0.1, reachable by the nodes only.
 """
 
 from __future__ import annotations
@@ -29,20 +39,22 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from alertbench.transports.base import MAX_FRAME
 
-from alertbench.errors import ServerError
+from alertbench.errors import ConfigError, ServerError
 from alertbench.resources import cache_dir, write_private
 
 KAFKA_VERSION = "4.1.1"
 POM = Path(__file__).with_name("kafka") / "pom.xml"
 ADMIN_USER = "admin"
 PRODUCER_USER = "alert-producer"
+SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+"""What ``scram`` may enable on the client listeners (SCRAM-SHA-512 always: the brokers use it)."""
 CONTROLLER_USER = "controller"
 """With ``auth``: the one principal of the controller listener (SASL/PLAIN, a static account in
 each node's server.properties); the nodes use it to reach the quorum, and nobody else has it."""
@@ -96,11 +108,105 @@ def fetch_jars() -> Path:
     return lib
 
 
-def free_port() -> int:
-    """A loopback port the OS says is free now (the broker binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port on ``host`` the OS says is free now (the broker binds it a moment later)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as Kafka and librdkafka read it (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _run_keytool(*args: str) -> None:
+    result = subprocess.run(
+        [_require("keytool"), *args], capture_output=True, text=True, timeout=120
+    )
+    if result.returncode != 0:
+        raise KafkaLauncherError(f"keytool {args[0]} failed:\n{result.stdout}{result.stderr}")
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    """A throwaway certificate authority for a test cluster's TLS listener.
+
+    Made with the JDK's keytool, which Kafka needs anyway (the ``cryptography`` package is not
+    a dependency). Its key stays in a PKCS#12 file in ``folder`` (0700); ``cert_file`` is its
+    certificate in PEM, what a client's ``ca_file`` names. Valid for ``days`` only: it exists
+    to be thrown away with the cluster.
+    """
+
+    folder: Path
+    cert_file: Path
+    keystore: Path
+    password: str = field(repr=False)
+
+    @classmethod
+    def create(
+        cls, folder: Path, name: str = "alertbench test CA", days: int = 30
+    ) -> CertificateAuthority:
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)
+        keystore, cert = folder / "ca.p12", folder / "ca.pem"
+        password = uuid.uuid4().hex
+        _run_keytool(
+            "-genkeypair", "-alias", "ca", "-keyalg", "EC", "-groupname", "secp256r1",
+            "-dname", f"CN={name}", "-ext", "bc:c", "-validity", str(days),
+            "-keystore", str(keystore), "-storetype", "PKCS12",
+            "-storepass", password, "-keypass", password,
+        )  # fmt: skip
+        _run_keytool(
+            "-exportcert", "-rfc", "-alias", "ca", "-keystore", str(keystore),
+            "-storepass", password, "-file", str(cert),
+        )  # fmt: skip
+        return cls(folder, cert, keystore, password)
+
+    def issue_keystore(
+        self, folder: Path, hosts: Sequence[str], name: str = "broker", days: int = 30
+    ) -> tuple[Path, str]:
+        """A PKCS#12 keystore (path, password) holding a new key and its certificate, signed
+        by this CA, for ``hosts`` (IP addresses or DNS names, all in the subjectAltName:
+        librdkafka checks the host it connects to against it)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)  # the key's password is in the nodes' (0600) configuration only
+        keystore, csr, cert = (folder / f"{name}{ext}" for ext in (".p12", ".csr", ".pem"))
+        password = uuid.uuid4().hex
+        store = ["-keystore", str(keystore), "-storepass", password]
+        _run_keytool(
+            "-genkeypair", "-alias", name, "-keyalg", "EC", "-groupname", "secp256r1",
+            "-dname", f"CN={hosts[0]}", "-validity", str(days), "-storetype", "PKCS12",
+            "-keypass", password, *store,
+        )  # fmt: skip
+        _run_keytool("-certreq", "-alias", name, "-file", str(csr), *store)
+        san = ",".join(f"ip:{h}" if _is_ip_address(h) else f"dns:{h}" for h in dict.fromkeys(hosts))
+        _run_keytool(
+            "-gencert", "-alias", "ca", "-keystore", str(self.keystore),
+            "-storepass", self.password, "-infile", str(csr), "-outfile", str(cert), "-rfc",
+            "-validity", str(days), "-ext", f"SAN={san}", "-ext", "KU=digitalSignature",
+            "-ext", "EKU=serverAuth",
+        )  # fmt: skip
+        # The CA first, so keytool accepts the signed certificate as the key's chain.
+        _run_keytool(
+            "-importcert", "-alias", "ca", "-file", str(self.cert_file), "-noprompt", *store
+        )
+        _run_keytool("-importcert", "-alias", name, "-file", str(cert), "-noprompt", *store)
+        return keystore, password
+
+
+def _is_ip_address(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
@@ -110,6 +216,8 @@ class Node:
     controller_port: int
     workdir: str
     pid: int = 0
+    tls_port: int = 0
+    """The TLS client listener's port (0: the cluster has none)."""
 
 
 @dataclass
@@ -162,11 +270,35 @@ class KafkaCluster:
         heap: str = "512m",
         partitions: int = 1,
         message_max_bytes: int = MAX_FRAME,
+        tls: bool | CertificateAuthority = False,
+        listen: str = "127.0.0.1",
+        advertise: str | None = None,
+        scram: tuple[str, ...] = ("SCRAM-SHA-512",),
     ) -> None:
         if brokers < 1:
             raise ValueError("a cluster needs at least one broker")
+        if "SCRAM-SHA-512" not in scram or not set(scram) <= set(SCRAM_MECHANISMS):
+            raise ConfigError(
+                f"scram mechanisms {scram!r}: SCRAM-SHA-512 (the brokers' own) and optionally "
+                "SCRAM-SHA-256"
+            )
+        self.scram = tuple(dict.fromkeys(scram))
+        if advertise is None:
+            if listen in WILDCARD_HOSTS:
+                raise ConfigError(
+                    f"listening on {listen or 'every address'!r} needs an address to advertise "
+                    "to clients (advertise=HOST, --advertise HOST)"
+                )
+            advertise = listen
+        self.listen = listen
+        self.advertise = advertise
         self.n = brokers
         self.auth = auth
+        self.tls = bool(tls)
+        self.ca: CertificateAuthority | None = (
+            tls if isinstance(tls, CertificateAuthority) else None
+        )
+        self._keystore: tuple[Path, str] | None = None
         self.heap = heap
         self.partitions = partitions
         self.message_max_bytes = message_max_bytes
@@ -190,7 +322,27 @@ class KafkaCluster:
 
     @property
     def bootstrap_servers(self) -> str:
-        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        """The plain client listeners (PLAINTEXT, or SASL_PLAINTEXT with ``auth``)."""
+        return ",".join(host_port(self.advertise, n.port) for n in self.nodes)
+
+    @property
+    def tls_protocol(self) -> str:
+        """The TLS listener's security protocol: SASL_SSL with ``auth``, else SSL."""
+        return "SASL_SSL" if self.auth else "SSL"
+
+    @property
+    def tls_bootstrap_servers(self) -> str:
+        """The TLS client listeners (:attr:`tls_protocol`); only with ``tls``."""
+        if not self.tls:
+            raise ConfigError("this cluster was started without a TLS listener (tls=True)")
+        return ",".join(host_port(self.advertise, n.tls_port) for n in self.nodes)
+
+    @property
+    def ca_file(self) -> Path:
+        """The PEM certificate of the CA that signed the brokers' (a client's ``ca_file``)."""
+        if self.ca is None:
+            raise ConfigError("this cluster has no TLS listener, so no CA (tls=True)")
+        return self.ca.cert_file
 
     @property
     def replication_factor(self) -> int:
@@ -211,18 +363,23 @@ class KafkaCluster:
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
         client_listener = "SASL_PLAINTEXT" if self.auth else "PLAINTEXT"
         controller_protocol = "SASL_PLAINTEXT" if self.auth else "PLAINTEXT"
-        lines = {
+        listeners = [f"{client_listener}://{host_port(self.listen, node.port)}"]
+        advertised = [f"{client_listener}://{host_port(self.advertise, node.port)}"]
+        protocols = [f"CONTROLLER:{controller_protocol}", f"{client_listener}:{client_listener}"]
+        if self.tls:
+            tls = self.tls_protocol
+            listeners.append(f"{tls}://{host_port(self.listen, node.tls_port)}")
+            advertised.append(f"{tls}://{host_port(self.advertise, node.tls_port)}")
+            protocols.append(f"{tls}:{tls}")
+        lines: dict[str, Any] = {
             "process.roles": "broker,controller",
             "node.id": node.node_id,
             "controller.quorum.voters": voters,
-            "listeners": f"{client_listener}://127.0.0.1:{node.port},"
-            f"CONTROLLER://127.0.0.1:{node.controller_port}",
-            "advertised.listeners": f"{client_listener}://127.0.0.1:{node.port}",
+            "listeners": ",".join([*listeners, f"CONTROLLER://127.0.0.1:{node.controller_port}"]),
+            "advertised.listeners": ",".join(advertised),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": client_listener,
-            "listener.security.protocol.map": (
-                f"CONTROLLER:{controller_protocol},{client_listener}:{client_listener}"
-            ),
+            "listener.security.protocol.map": ",".join(protocols),
             "log.dirs": str(Path(node.workdir) / "data"),
             "num.partitions": self.partitions,
             "default.replication.factor": self.replication_factor,
@@ -243,14 +400,21 @@ class KafkaCluster:
         if self.auth:
             admin = self.users[ADMIN_USER]
             controller = self._controller_password
+            scram_login = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{ADMIN_USER}" password="{admin}";'
+            )
+            # Every SASL listener needs a login context per mechanism, even one that only
+            # serves clients (the TLS one).
+            sasl_listeners = ("sasl_plaintext", "sasl_ssl") if self.tls else ("sasl_plaintext",)
+            for listener in sasl_listeners:
+                for mechanism in self.scram:
+                    key = f"listener.name.{listener}.{mechanism.lower()}.sasl.jaas.config"
+                    lines[key] = scram_login
             lines.update(
                 {
-                    "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+                    "sasl.enabled.mechanisms": ",".join(self.scram),
                     "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
-                    "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": (
-                        "org.apache.kafka.common.security.scram.ScramLoginModule required "
-                        f'username="{ADMIN_USER}" password="{admin}";'
-                    ),
                     # The controller listener authenticates too (issue 14): as PLAINTEXT its
                     # peers were ANONYMOUS, a super user, so any local process could create ACLs
                     # through bootstrap.controllers. SCRAM cannot serve it (the credentials live
@@ -270,6 +434,18 @@ class KafkaCluster:
                     "allow.everyone.if.no.acl.found": "false",
                     # The inter-broker account and the quorum's own account; nobody anonymous.
                     "super.users": f"User:{ADMIN_USER};User:{CONTROLLER_USER}",
+                }
+            )
+        if self.tls:
+            assert self._keystore is not None, "start() makes the keystore first"
+            keystore, password = self._keystore
+            lines.update(
+                {
+                    "ssl.keystore.type": "PKCS12",
+                    "ssl.keystore.location": str(keystore),
+                    "ssl.keystore.password": password,
+                    "ssl.key.password": password,
+                    "ssl.client.auth": "none",
                 }
             )
         return "".join(f"{k}={v}\n" for k, v in lines.items())
@@ -303,12 +479,18 @@ class KafkaCluster:
         self.nodes = [
             Node(
                 node_id=i + 1,
-                port=free_port(),
+                port=free_port(self.listen),
                 controller_port=free_port(),
                 workdir=str(self.workdir / f"node-{i + 1}"),
+                tls_port=free_port(self.listen) if self.tls else 0,
             )
             for i in range(self.n)
         ]
+        if self.tls:
+            if self.ca is None:
+                self.ca = CertificateAuthority.create(self.workdir / "ca")
+            hosts = [self.advertise, "127.0.0.1", "localhost"]
+            self._keystore = self.ca.issue_keystore(self.workdir / "tls", hosts)
         for node in self.nodes:
             Path(node.workdir).mkdir(parents=True, exist_ok=True)
             props = Path(node.workdir) / "server.properties"
@@ -367,6 +549,19 @@ class KafkaCluster:
         ]
         for future in admin.alter_user_scram_credentials(upserts).values():
             future.result(30)
+        if "SCRAM-SHA-256" in self.scram:
+            # The same passwords under the second mechanism: one request of its own (Kafka
+            # refuses two changes to one user in a request).
+            also = [
+                UserScramCredentialUpsertion(
+                    user,
+                    ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192),
+                    password.encode(),
+                )
+                for user, password in self.users.items()
+            ]
+            for future in admin.alter_user_scram_credentials(also).values():
+                future.result(30)
         topic = NewTopic(
             self.alert_topic,
             num_partitions=max(self.partitions, 3),
