@@ -12,6 +12,12 @@ Protobuf mirror             2,000,000 + the Rubin id (2001101 for v11.1)
 VOEvent 3 proposal          3,000,000 + the Rubin id (3001101 for v11.1)
 ==========================  ==========================================
 
+Protobuf on Kafka follows Confluent's Protobuf wire format: after the id come the *message
+indexes*, the path of the message type within its .proto file (a zigzag-varint count, then one
+zigzag varint per index; the single byte ``0x00`` stands for ``[0]``, the file's first message),
+so confluent-kafka's ``ProtobufDeserializer`` and a schema registry read our bytes.
+:func:`message_indexes` / :func:`read_message_indexes` write and check them.
+
 One module, so the header is packed and checked in one place, and every error names the codec
 that was decoding (``[protobuf] wrong magic byte``), not the module the code happens to live in.
 """
@@ -19,6 +25,7 @@ that was decoding (``[protobuf] wrong magic byte``), not the module the code hap
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 from alertbench.errors import FramingError
 
@@ -28,6 +35,12 @@ HEADER = struct.Struct(">BI")
 
 PROTOBUF_ID_BASE = 2_000_000
 VOEVENT3_ID_BASE = 3_000_000
+
+MAX_MESSAGE_INDEXES = 32
+"""Most message indexes a frame may carry (nesting depth of the message type). Confluent's
+reader allows 100,000; a real .proto nests a handful of levels, and the bound keeps a hostile
+count from costing more than a few steps."""
+_MAX_VARINT = 10
 
 
 def frame(schema_id: int, body: bytes) -> bytes:
@@ -68,3 +81,75 @@ def unframe(
             raw=bytes(data),
         )
     return schema_id, memoryview(data)[HEADER.size :]
+
+
+def _zigzag(value: int) -> bytes:
+    """``value`` as a zigzag varint (Confluent writes the message indexes this way)."""
+    n = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def message_indexes(indexes: Sequence[int]) -> bytes:
+    """Confluent's message-index array for the message at path ``indexes`` of its .proto file
+    (``[5]``: the sixth top-level message); ``[0]`` is the single byte ``0x00``."""
+    if not indexes or len(indexes) > MAX_MESSAGE_INDEXES:
+        raise ValueError(f"a message index path has 1 to {MAX_MESSAGE_INDEXES} entries")
+    if any(not 0 <= i < 2**31 for i in indexes):
+        raise ValueError(f"message indexes must be non-negative 32-bit ints: {list(indexes)}")
+    if list(indexes) == [0]:
+        return b"\x00"
+    return _zigzag(len(indexes)) + b"".join(_zigzag(i) for i in indexes)
+
+
+def _read_zigzag(data: bytes | memoryview, pos: int, *, codec: str) -> tuple[int, int]:
+    """(value, position after it) of the zigzag varint at ``pos``."""
+    n = shift = 0
+    for i in range(_MAX_VARINT):
+        if pos + i >= len(data):
+            raise FramingError(
+                f"message indexes truncated at byte {pos + i}", codec=codec, raw=bytes(data)
+            )
+        byte = data[pos + i]
+        n |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            if n >= 2**64:
+                break
+            return (n >> 1) ^ -(n & 1), pos + i + 1
+    raise FramingError(
+        f"message index varint at byte {pos} is longer than 64 bits", codec=codec, raw=bytes(data)
+    )
+
+
+def read_message_indexes(
+    data: bytes | memoryview, offset: int = HEADER.size, *, codec: str
+) -> tuple[tuple[int, ...], int]:
+    """(message indexes, offset of the body) of the array at ``offset`` (after the header).
+
+    A :class:`FramingError` naming ``codec`` for a truncated array, a negative count or index,
+    or more than :data:`MAX_MESSAGE_INDEXES` entries: the count is checked against the bound
+    (and against the bytes left, one per entry at least) before any entry is read, so a hostile
+    count allocates nothing.
+    """
+    count, pos = _read_zigzag(data, offset, codec=codec)
+    if count == 0:
+        return (0,), pos
+    if count < 0 or count > MAX_MESSAGE_INDEXES or count > len(data) - pos:
+        raise FramingError(
+            f"message index count {count} at byte {offset} is not 1 to {MAX_MESSAGE_INDEXES}"
+            f" (with {len(data) - pos} bytes left)",
+            codec=codec,
+            raw=bytes(data),
+        )
+    indexes = []
+    for _ in range(count):
+        index, pos = _read_zigzag(data, pos, codec=codec)
+        if index < 0:
+            raise FramingError(f"negative message index {index}", codec=codec, raw=bytes(data))
+        indexes.append(index)
+    return tuple(indexes), pos

@@ -240,6 +240,34 @@ impl Schema {
         })
     }
 
+    /// Encode one record (a dict) as the Protobuf mirror of this schema, behind `prefix` (the
+    /// frame), byte-identical to the generated classes' `SerializeToString()` of the message
+    /// the Python Protobuf codec builds (packet_end sentinel included).
+    ///
+    /// Why: building that message field by field in Python cost ~5x the Avro encoder; the
+    /// compiled Avro tree describes the mirror completely. Why `prefix`: the frame is written
+    /// into the same buffer, so a 130 KB alert is not copied again to put 7 bytes in front.
+    /// Raises AvroEncodeError naming the field path when a value does not fit.
+    #[pyo3(signature = (record, prefix = None))]
+    fn encode_protobuf<'py>(
+        &self,
+        py: Python<'py>,
+        record: &Bound<'py, PyAny>,
+        prefix: Option<&Bound<'py, PyBytes>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        guarded("encode_protobuf", enc_err, || {
+            let cache = pycache::get(py)?;
+            let cap = self.last_len.load(Ordering::Relaxed);
+            let mut enc = protobuf::PbEncoder::new(&self.tree, py, cache, cap + cap / 8 + 256);
+            if let Some(p) = prefix {
+                enc.out.extend_from_slice(p.as_bytes());
+            }
+            unsafe { enc.root(record.as_ptr()) }.map_err(|e| AvroEncodeError::new_err(e.render()))?;
+            self.last_len.store(enc.out.len(), Ordering::Relaxed);
+            enc.finish()
+        })
+    }
+
     /// Decode a batch of messages of this schema into columns (layout in README.md):
     /// `{"__len__": N, "<dotted.path>": (kind, data, valid, offsets), ...}`.
     ///
