@@ -36,6 +36,7 @@ SERIALIZERS: dict[str, str] = {
     "protobuf": "alertbench.refimpl.codecs.protobuf:ProtobufSerializer",
     "voevent": "alertbench.refimpl.codecs.voevent:VoeventSerializer",
     "voevent3": "alertbench.refimpl.codecs.voevent3:Voevent3Serializer",
+    "json": "alertbench.refimpl.codecs.jsonalert:JsonSerializer",
 }
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from alertbench.refimpl.alert.records import FieldSpec, field_specs
-from alertbench.refimpl.alert.schema import AlertSchema, load_schema
+from alertbench.refimpl.alert.schema import AlertSchema, available_versions, load_schema
+from alertbench.refimpl.codecs import jsonalert
 from alertbench.refimpl.codecs.protogen import generate_proto, proto_file_name
 from alertbench.refimpl.codecs.voevent import CUTOUTS, _data_type, unit_and_ucd
 from alertbench.refimpl.codecs.voevent3 import schema_file, schema_json
@@ -152,6 +153,11 @@ def targets(schema: AlertSchema | None = None) -> dict[Path, str]:
         proto_dir() / proto_file_name(schema): generate_proto(schema),
         schemas_dir() / "voevent-mapping.md": voevent_mapping(schema),
         schemas_dir() / "voevent3" / schema_file(schema): schema_json(schema),
+        # the JSON codec reads every shipped version, so each has its JSON Schema
+        **{
+            schemas_dir() / "json" / jsonalert.schema_file(version): jsonalert.schema_text(version)
+            for version in map(load_schema, available_versions())
+        },
     }
 
 

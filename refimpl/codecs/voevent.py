@@ -8,7 +8,7 @@ The mapping (generated as a table in ``schemas/voevent-mapping.md`` by ``alertbe
   with units and UCDs where the field has a physical meaning; each light-curve array
   (``prvDiaSources``, ``prvDiaForcedSources``) as a ``Table`` with one ``Field`` per column and a
   ``rows`` Param; the three cutouts as ``Param``s holding base64 FITS in ``<Value>`` (``embed``
-  mode) or a ``<Reference uri=... mimetype="image/fits"/>`` (``reference`` mode).
+  mode) or a ``<Reference uri=... mimetype="image/fits"/>`` (``reference`` and ``compact``).
 * ``WhereWhen``: ICRS position (deg) with ``Error2Radius`` and the observation time in ISO UTC,
   in the ``UTC-ICRS-TOPO`` STC system VOEvent 2.0 uses (a convenience copy: ``What`` is
   authoritative).
@@ -19,6 +19,20 @@ What XML cannot carry exactly (listed in the mapping document, handled in the te
 fields are written as the shortest decimal that reads back to the same float32, so they are exact;
 strings cannot hold XML-forbidden control characters; an empty string in a ``Table`` cell reads
 back as null; in ``reference`` mode the cutout bytes are not in the packet (they read back as None).
+
+The ``compact`` mode is for VO users who filter a stream (VTP, Comet) and fetch details of the few
+events they keep: a packet carries the triggering source (the ``diaSource`` Group), the object
+summary (``diaObject``, and ``ssSource``/``ssObject``/``mpc_orbits`` where the schema has them), the
+alert's own scalar fields, ``WhereWhen`` and ``Why``, but neither the light curve nor the cutouts:
+each cutout is a ``Param`` holding ``<Reference uri="<reference_base>/<diaSourceId>/<cutout>.fits"
+mimetype="image/fits"/>``, and the light curve is one ``Group name="lightCurve"`` with a row-count
+``Param`` per history table (``prvDiaSources``...) and one ``<Reference uri="<reference_base>/
+<diaSourceId>/lightcurve.xml" type="lightCurve" mimetype="application/x-votable+xml"/>``.
+``reference_base`` defaults to the base ``reference`` mode uses. What a compact packet reads back
+to: every field present (the alert's scalars and records) exactly as in ``embed`` mode; every
+history table (``prvDiaSources``, ``prvDiaForcedSources``, ``prvDiaNondetectionLimits``) and every
+cutout as None (all are nullable in every shipped schema; the row counts and URIs stay in the XML,
+not in the alert). A simulated alert is ~18 KB this way (schema 11.1), whatever its history.
 
 Untrusted input: documents with a DTD or entity declarations are refused before parsing, the
 parser never resolves entities or touches the network, and documents over ``max_bytes`` are
@@ -47,7 +61,10 @@ from alertbench.xmlsafe import VOEVENT_NS, UnsafeXmlError, parse_untrusted, voev
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 SCHEMA_LOCATION = f"{VOEVENT_NS} http://www.ivoa.net/xml/VOEvent/VOEvent-v2.0.xsd"
 CUTOUTS = ("cutoutDifference", "cutoutScience", "cutoutTemplate")
-MODES = ("embed", "reference")
+MODES = ("embed", "reference", "compact")
+LIGHT_CURVE = "lightCurve"
+"""The ``What/Group`` a compact packet points at its light curve with (no Avro field's name)."""
+DEFAULT_REFERENCE_BASE = "https://alertbench.example/cutouts"
 DEFAULT_IVORN_BASE = "ivo://alertbench.example/rubin-sim"
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 
@@ -140,6 +157,9 @@ def _parse_value(spec: FieldSpec, text: str | None) -> Any:
     kind = spec.kind
     if kind in ("int", "long"):
         if _is_timestamp(spec):
+            # an alert may hold the Avro number itself (the simulator fills schema 8.0's so)
+            if text.lstrip("-").isdigit():
+                return int(text)
             return dt.datetime.fromisoformat(text)
         return int(text)
     if kind == "float":
@@ -156,7 +176,10 @@ def _parse_value(spec: FieldSpec, text: str | None) -> Any:
 
 
 class VoeventSerializer:
-    """VOEvent 2.0 XML for Rubin alerts (``mode``: ``embed`` or ``reference`` cutouts)."""
+    """VOEvent 2.0 XML for Rubin alerts (``mode``: ``embed``, ``reference`` or ``compact``).
+
+    ``reference_base`` (or its older name ``cutout_url_base``) is where ``reference`` and
+    ``compact`` packets point for cutouts and, in ``compact``, the light curve."""
 
     name = "voevent"
     media_type = "application/x-voevent+xml"
@@ -173,12 +196,15 @@ class VoeventSerializer:
         schema_version: str | None = None,
         mode: str = "embed",
         ivorn_base: str = DEFAULT_IVORN_BASE,
-        cutout_url_base: str = "https://alertbench.example/cutouts",
+        cutout_url_base: str = DEFAULT_REFERENCE_BASE,
         validate: bool = True,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        reference_base: str | None = None,
     ) -> None:
         if mode not in MODES:
-            raise ConfigError(f"cutout mode must be one of {MODES}, got {mode!r}")
+            raise ConfigError(f"VOEvent mode must be one of {MODES}, got {mode!r}")
+        if reference_base is not None:
+            cutout_url_base = reference_base
         self.schema: AlertSchema = load_schema(schema_version)
         self.mode = mode
         self.ivorn_base = ivorn_base
@@ -238,10 +264,12 @@ class VoeventSerializer:
                     for field, text in zip(specs, _texts(specs, value), strict=True):
                         self._param(group, spec.name, field, text)
             elif spec.kind == "array":
-                if value is not None:
+                if value is not None and self.mode != "compact":
                     self._table(what, spec, value)
             else:
                 self._param(what, "alert", spec, _texts([spec], alert)[0])
+        if self.mode == "compact":
+            self._light_curve_reference(what, alert, source_id)
 
         self._where_when(root, source)
         how = etree.SubElement(root, "How")
@@ -276,6 +304,26 @@ class VoeventSerializer:
                 uri=f"{self.cutout_url_base}/{source_id}/{spec.name}.fits",
                 mimetype="image/fits",
             )
+
+    def _light_curve_reference(self, what: etree._Element, alert: Alert, source_id: Any) -> None:
+        """Compact mode's stand-in for the history tables: their row counts and where they are."""
+        group = etree.SubElement(what, "Group", name=LIGHT_CURVE, type=LIGHT_CURVE)
+        note = "The light curve is not in this packet: row counts of its tables, and its URI."
+        etree.SubElement(group, "Description").text = note
+        for spec in self.alert_specs:
+            if spec.kind == "array":
+                rows = alert.get(spec.name)
+                attrs = {"name": spec.name, "dataType": "int", "ucd": "meta.number"}
+                if rows is not None:
+                    attrs["value"] = str(len(rows))
+                etree.SubElement(group, "Param", attrs)
+        etree.SubElement(
+            group,
+            "Reference",
+            uri=f"{self.cutout_url_base}/{source_id}/lightcurve.xml",
+            type=LIGHT_CURVE,
+            mimetype="application/x-votable+xml",
+        )
 
     def _table(self, what: etree._Element, spec: FieldSpec, rows: list[dict]) -> None:
         specs = self.specs[spec.name]
