@@ -100,6 +100,32 @@ class SubscriberInput:
         return commit() if commit is not None else 0
 
 
+COORDINATOR_WAIT_S = 30.0
+"""How long a starting service waits for its group's coordinator (a fresh cluster creates and
+loads ``__consumer_offsets`` on the first group request)."""
+_COORDINATOR_NOT_READY = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
+
+
+def _committed(consumer: Consumer, wanted: list[TopicPartition]) -> list[TopicPartition]:
+    """The group's committed offsets, waiting out a coordinator that is still being elected or
+    loaded: those answers are Kafka's "ask again", not a refusal, and a service started next
+    to a new cluster must not exit on them."""
+    deadline = time.monotonic() + COORDINATOR_WAIT_S
+    while True:
+        try:
+            result: list[TopicPartition] = consumer.committed(wanted, timeout=15)
+            return result
+        except KafkaException as exc:
+            code = exc.args[0].code() if exc.args else None
+            if code not in _COORDINATOR_NOT_READY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def kafka_start(transport: KafkaTransport, group: str, *, from_earliest: bool) -> Start:
     """Where ``group`` reads ``transport``'s topic: its committed position, which a restart
     resumes from, made durable before the first alert is read.
@@ -120,7 +146,7 @@ def kafka_start(transport: KafkaTransport, group: str, *, from_earliest: bool) -
             why = found.error if found is not None else "not found"
             raise TransportError(f"topic {transport.topic!r}: {why}")
         wanted = [TopicPartition(transport.topic, p) for p in sorted(found.partitions)]
-        committed = {c.partition: c.offset for c in consumer.committed(wanted, timeout=15)}
+        committed = {c.partition: c.offset for c in _committed(consumer, wanted)}
         initial = []
         for tp in wanted:
             if committed.get(tp.partition, -1) < 0:
@@ -358,6 +384,11 @@ class VtpUserStreams:
     On connection each subscriber is sent a VTP ``authenticate`` request and must answer with a
     ``Meta/Param name="token"``; events are VOEvent 2.0 with cutouts by reference, so that they
     fit the 100 KB frames that stock VTP peers accept.
+
+    Events are VOEvent 2.0 in ``compact`` mode: the triggering source, the object summary and the
+    fields a VO user filters on, with the light curve and cutouts by reference. ``reference``
+    mode (full history inline) is still over 100 KB for about a third of realistic alerts, and
+    Comet drops such frames without a word, so compact is what a stock peer can relay.
     """
 
     name = "vtp"
@@ -371,7 +402,7 @@ class VtpUserStreams:
         serializer: VoeventSerializer | None = None,
         **broker_options: Any,
     ) -> None:
-        self.serializer = serializer or VoeventSerializer(mode="reference")
+        self.serializer = serializer or VoeventSerializer(mode="compact")
         self.broker = VtpBroker(
             host,
             broadcast_port=port,
