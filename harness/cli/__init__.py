@@ -10,6 +10,8 @@ measures. The commands are grouped by concern, one module each, and none imports
   vtp-bench, evidence, report, compare);
 - :mod:`.minibroker`: the mini-broker's service, users, filters and benchmark;
 - :mod:`.play`: a visit replayed into Kafka at LSST's cadence, and a consumer group's lag;
+- :mod:`.transfer`: the users' commands: publish, subscribe, vtp send;
+- :mod:`.servers`: serve grpc|vtp, standalone servers in the foreground;
 - :mod:`.console`: what they share (consoles, progress, argument types) and the one error
   handler: a user's mistake is one line on stderr and exit status 2.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from alertbench.harness.cli import alerts, bench, kafka, minibroker, play
+from alertbench.harness.cli import alerts, bench, kafka, minibroker, play, servers, transfer
 from alertbench.harness.cli.console import PROG, Parser, run
 
 from alertbench import __version__
@@ -41,6 +43,8 @@ def build_parser() -> Parser:
     bench.add_parsers(sub)
     minibroker.add_parsers(sub)
     play.add_parsers(sub)
+    transfer.add_parsers(sub)
+    servers.add_parsers(sub)
     return parser
 
 

@@ -165,8 +165,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from alertbench.harness.transfer import split_messages
     from alertbench.refimpl.codecs.files import write_alert_file
 
+    if (args.output is None) == (args.split is None):
+        raise AlertbenchError("convert: give either OUTPUT (one file) or --split DIR, not both")
     container, codec_name, alerts = read_alerts(args.input)
     with progress() as bar:
         task = bar.add_task(f"{codec_name} -> {args.to}", total=None)
@@ -176,7 +179,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
                 yield alert
                 bar.advance(task)
 
-        count = write_alert_file(args.output, counted(), args.to)
+        if args.split is not None:
+            # One message per file, named by alert id: what comet-sendvo and 'vtp send' read.
+            count = split_messages(counted(), args.to, args.split)
+        else:
+            count = write_alert_file(args.output, counted(), args.to)
+    if args.split is not None:
+        out.print(
+            f"converted {count:,} alerts from {args.input} ({container}, {codec_name}) to "
+            f"{count:,} {args.to} files in {args.split}"
+        )
+        return 0
     out.print(
         f"converted {count:,} alerts from {args.input} ({container}, {codec_name}) to "
         f"{args.output} ({args.to}, {args.output.stat().st_size / 1e6:,.1f} MB)"
@@ -276,7 +289,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     con.add_argument("--to", required=True, choices=sorted(SERIALIZERS))
     con.add_argument("input", type=existing_file)
-    con.add_argument("output", type=output_file)
+    con.add_argument("output", type=output_file, nargs="?", default=None)
+    con.add_argument(
+        "--split",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write one message file per alert in DIR (ALERTID.xml for voevent) instead",
+    )
     con.set_defaults(func=cmd_convert)
 
     gen = sub.add_parser(
