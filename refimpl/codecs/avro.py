@@ -13,6 +13,12 @@ byte-identical output to fastavro, decodes to the same dicts, refuses trailing b
 a batch into numpy columns (:mod:`.columns`). ``fastavro`` (the Apache reference the tests check
 every engine against) and ``cavro`` (Cython) stay selectable as references; cavro's public API
 does not report how much input it consumed, so it accepts trailing bytes.
+
+Importing the native engine makes glibc keep up to 64 MiB of freed memory for reuse
+(``_native.MALLOC_KEEPS_FREED`` says whether it did): with glibc's defaults every pass over a
+batch of 130 KB alerts faulted its ~10 MB back in from the kernel, which cost the encoder and
+the columnar decode more than their own work. ``ALERTBENCH_NATIVE_MALLOC=default`` (or any glibc
+malloc tunable in the environment) leaves glibc's policy alone.
 """
 
 from __future__ import annotations

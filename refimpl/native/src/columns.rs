@@ -534,23 +534,6 @@ pub fn parse_messages(
     Ok(cols)
 }
 
-/// Columns of consecutive message ranges, joined in order (offsets rebased onto the first's).
-pub fn concat(parts: Vec<Vec<Col>>) -> Vec<Col> {
-    let mut parts = parts.into_iter();
-    let mut out = parts.next().unwrap_or_default();
-    for part in parts {
-        for (a, b) in out.iter_mut().zip(part) {
-            a.data.extend_from_slice(&b.data);
-            a.valid.extend_from_slice(&b.valid);
-            a.refs.extend_from_slice(&b.refs);
-            if let Some(base) = a.offsets.last().copied() {
-                a.offsets.extend(b.offsets.iter().skip(1).map(|o| o + base));
-            }
-        }
-    }
-    out
-}
-
 /// Append a fixed number of bytes (inlined: `extend_from_slice` with a run-time length is an
 /// out-of-line call, and this is executed once per value).
 #[inline(always)]

@@ -45,6 +45,54 @@ impl Drop for Owned {
     }
 }
 
+/// How to decode a record field of one node in `Decoder::field`: the scalar it is (or
+/// `OTHER`), and for `["null", scalar]` unions the one-byte encodings of the null and the
+/// value branch indexes.
+///
+/// Why: nearly every Rubin field is a scalar or a nullable scalar, and resolving it through the
+/// node graph (node, union, branch node, then the scalar) costs about as much as creating the
+/// value. Only canonical one-byte union indexes take the fast path; any other byte goes
+/// through the exact path (`quick`), so values and errors are the same.
+#[derive(Clone, Copy, Debug)]
+pub struct FieldOp {
+    kind: u8,
+    opt: Option<(u8, u8)>,
+}
+
+const OTHER: u8 = 0;
+const DOUBLE: u8 = 1;
+const FLOAT: u8 = 2;
+const LONG: u8 = 3;
+const INT: u8 = 4;
+const BOOLEAN: u8 = 5;
+
+fn scalar_kind(n: &Node) -> u8 {
+    match n {
+        Node::Double => DOUBLE,
+        Node::Float => FLOAT,
+        Node::Long => LONG,
+        Node::Int => INT,
+        Node::Boolean => BOOLEAN,
+        _ => OTHER,
+    }
+}
+
+/// The `FieldOp` of every node (indexed like `Tree::nodes`).
+pub fn field_ops(nodes: &[Node]) -> Vec<FieldOp> {
+    nodes
+        .iter()
+        .map(|n| match n {
+            Node::Union { branches, simple: Some((ni, oi)), .. } if branches.len() == 2 && *ni < 2 && *oi < 2 => {
+                match scalar_kind(&nodes[branches[*oi as usize]]) {
+                    OTHER => FieldOp { kind: OTHER, opt: None },
+                    kind => FieldOp { kind, opt: Some((ni * 2, oi * 2)) },
+                }
+            }
+            n => FieldOp { kind: scalar_kind(n), opt: None },
+        })
+        .collect()
+}
+
 pub struct Decoder<'s, 'b, 'py> {
     pub t: &'s Tree,
     pub cur: Cursor<'b>,
@@ -115,6 +163,46 @@ impl<'s, 'b, 'py> Decoder<'s, 'b, 'py> {
         }
     }
 
+    /// A record field: `quick`'s result, with the common shapes read straight from their
+    /// `FieldOp` (after the union byte, the same reads as the exact path, so the same errors).
+    #[inline(always)]
+    unsafe fn field(&mut self, node: NodeId, depth: u32) -> DR {
+        let op = self.t.field_ops[node];
+        if let Some((null_b, value_b)) = op.opt {
+            match self.cur.buf.get(self.cur.pos) {
+                Some(&b) if b == null_b => {
+                    self.cur.pos += 1;
+                    return Ok(new_ref(ffi::Py_None()));
+                }
+                Some(&b) if b == value_b => self.cur.pos += 1,
+                _ => return self.quick(node, depth),
+            }
+        }
+        match op.kind {
+            DOUBLE => {
+                let v = self.cur.read_f64()?;
+                self.check(ffi::PyFloat_FromDouble(v))
+            }
+            FLOAT => {
+                let v = self.cur.read_f32()?;
+                self.check(ffi::PyFloat_FromDouble(v as f64))
+            }
+            LONG => {
+                let v = self.cur.read_long()?;
+                self.check(ffi::PyLong_FromLongLong(v))
+            }
+            INT => {
+                let v = self.cur.read_int()?;
+                self.check(ffi::PyLong_FromLong(v as _))
+            }
+            BOOLEAN => {
+                let b = self.cur.read_bool()?;
+                Ok(new_ref(if b { ffi::Py_True() } else { ffi::Py_False() }))
+            }
+            _ => self.quick(node, depth),
+        }
+    }
+
     /// Decode one value of `node`; returns a new reference.
     ///
     /// # Safety
@@ -171,7 +259,7 @@ impl<'s, 'b, 'py> Decoder<'s, 'b, 'py> {
             Node::Record { fields, template, .. } => {
                 let d = Owned(self.check(ffi::PyDict_Copy(template.as_ptr()))?);
                 for f in fields {
-                    let v = Owned(self.quick(f.node, depth)?);
+                    let v = Owned(self.field(f.node, depth)?);
                     if ffi::PyDict_SetItem(d.0, f.key.as_ptr(), v.0) < 0 {
                         return Err(DErr::Py(PyErr::fetch(self.py)));
                     }

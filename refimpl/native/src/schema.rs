@@ -167,6 +167,9 @@ pub struct Tree {
     /// that cannot fit in the bytes that remain (so an untrusted count never drives an
     /// allocation or a long loop).
     pub min_size: Vec<u64>,
+    /// How the dict decoder reads a record field of each node without walking the node graph
+    /// (see `decode::FieldOp`).
+    pub field_ops: Vec<crate::decode::FieldOp>,
 }
 
 const PRIMS: [&str; 8] = ["null", "boolean", "int", "long", "float", "double", "bytes", "string"];
@@ -528,5 +531,6 @@ pub fn compile(py: Python<'_>, schema_json: &str) -> Result<Tree, String> {
     let mut p = Parser { py, nodes: Vec::new(), names: HashMap::new(), depth: 0 };
     let root = p.parse(&v, "")?;
     let min_size = compute_min_sizes(&p.nodes);
-    Ok(Tree { nodes: p.nodes, root, min_size })
+    let field_ops = crate::decode::field_ops(&p.nodes);
+    Ok(Tree { nodes: p.nodes, root, min_size, field_ops })
 }
