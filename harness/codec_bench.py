@@ -13,12 +13,14 @@ passes over the pool, with the fastest and slowest pass beside it.
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
 from alertbench.harness.pool import alert_pool
+from alertbench.refimpl import _native
 from alertbench.refimpl.codecs import get_serializer
 from alertbench.refimpl.codecs.columns import decode_columns
 
@@ -29,7 +31,9 @@ CODECS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("avro (fastavro)", "avro", {"engine": "fastavro"}),
     ("protobuf (native)", "protobuf", {"engine": "native"}),
     ("protobuf (upb)", "protobuf", {"engine": "upb"}),
+    ("json", "json", {}),
     ("voevent (XML)", "voevent", {}),
+    ("voevent (compact)", "voevent", {"mode": "compact"}),
     ("voevent3 (native)", "voevent3", {"engine": "native"}),
     ("voevent3 (cavro)", "voevent3", {"engine": "cavro"}),
 )
@@ -37,6 +41,9 @@ TARGETS = {"encode": 10.0, "decode": 2.5, "columns": 8.0}
 """The native engine's targets: this many times faster than cavro per alert (issue 13)."""
 TARGET_ALERTS_PER_CORE = 2_000
 TARGET_PROTOBUF_DECODE = 3.0
+NATIVE_THREADS_ENV = "ALERTBENCH_NATIVE_THREADS"
+"""Set to 1 for a run whose columnar figure is per core (the engine parses large batches on two
+threads otherwise); read once, when the engine first parses a batch."""
 """Protobuf decode: this many times faster than the upb-plus-Python conversion (issue 13)."""
 
 
@@ -94,6 +101,8 @@ def run_codec_bench(
         "columns_vs_fastavro": fast["decode_us"]["median"] / native["columns_us"]["median"],
         "protobuf_decode_vs_upb": by_label["protobuf (upb)"]["decode_us"]["median"]
         / by_label["protobuf (native)"]["decode_us"]["median"],
+        "protobuf_encode_vs_upb": by_label["protobuf (upb)"]["encode_us"]["median"]
+        / by_label["protobuf (native)"]["encode_us"]["median"],
     }
     targets = {
         "encode": ratios["encode_vs_cavro"] >= TARGETS["encode"],
@@ -105,6 +114,11 @@ def run_codec_bench(
     return {
         "alerts": n_alerts,
         "seed": seed,
+        # What the native engine did in this process, which every engine shares: its
+        # thread count for batches, and whether it set glibc to keep freed heap (cavro and
+        # fastavro, measured in the same process, benefit from that too).
+        "native_threads": os.environ.get(NATIVE_THREADS_ENV, "auto (2 for large batches)"),
+        "native_malloc_keeps_freed": bool(_native.MALLOC_KEEPS_FREED),
         "repeats": repeats,
         "rows": rows,
         "native_ratios": ratios,
@@ -129,6 +143,10 @@ def render_codecs(doc: dict[str, Any], provenance: list[str]) -> str:
         f"Microseconds per alert, median of {doc['repeats']} passes over the pool "
         "(fastest–slowest pass in brackets), every codec in the same run, one after another. "
         "Columns: a batch of the pool decoded into numpy columns by the native engine.",
+        "",
+        f"Native engine: batch threads {doc.get('native_threads', 'auto')}; glibc keeps freed "
+        f"heap: {'yes' if doc.get('native_malloc_keeps_freed') else 'no'} (process-wide, so "
+        "the references measured here share it).",
         "",
         "| codec | bytes | encode µs | decode µs | columns µs | encode+decode alerts/s/core |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -169,6 +187,14 @@ def render_codecs(doc: dict[str, Any], provenance: list[str]) -> str:
         f"- Protobuf decode, native vs upb plus the Python conversion: "
         f"{q['protobuf_decode_vs_upb']:.1f}x (target ≥ "
         f"{doc['targets']['protobuf_decode_vs_upb']:g}x: {verdict(met['protobuf_decode'])}).",
+        *(
+            [
+                "- Protobuf encode, native vs upb's generated classes: "
+                f"{q['protobuf_encode_vs_upb']:.1f}x."
+            ]
+            if "protobuf_encode_vs_upb" in q
+            else []
+        ),
         "",
     ]
     return "\n".join(lines)
