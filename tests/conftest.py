@@ -14,6 +14,7 @@ import pytest
 from alertbench.refimpl.alert.schema import AlertSchema, load_schema
 from alertbench.refimpl.alert.simulator import AlertSimulator, SimulationConfig, Visit
 from alertbench.transports.servers.kafka_cluster import KafkaCluster
+from alertbench.transports.servers.registry import SchemaRegistryServer
 
 from tests.support.servers import require_tools
 
@@ -49,6 +50,16 @@ def kafka_cluster() -> Iterator[KafkaCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def schema_registry() -> Iterator[SchemaRegistryServer]:
+    """The project's read-only Confluent-compatible schema registry on 127.0.0.1 (a real HTTP
+    server on a free port, in a thread), serving every shipped schema as ``kafka start`` does."""
+    from alertbench.harness.cli.kafka import registry_catalogue
+
+    with SchemaRegistryServer(registry_catalogue()) as registry:
+        yield registry
 
 
 LANES = ("unit", "conformance", "integration", "benchmarks")

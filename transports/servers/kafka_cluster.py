@@ -229,6 +229,9 @@ class ClusterState:
     workdir: str
     auth: bool = False
     users: dict[str, str] = field(default_factory=dict)
+    schema_registry_url: str | None = None
+    """The read-only schema registry ``alertbench kafka start`` runs beside the cluster (saved
+    and loaded with the rest by asdict / ``cls(**data)``; state files without it load as None)."""
 
     def save(self, path: Path) -> None:
         write_private(path, json.dumps(asdict(self), indent=2))  # it holds the passwords
