@@ -9,6 +9,7 @@ deliver VOEvents over VTP to connected subscribers and Avro to per-user Kafka to
 from __future__ import annotations
 
 import multiprocessing
+import os
 import statistics
 import tempfile
 import time
@@ -212,6 +213,8 @@ def run_minibroker_bench(
         "users": users,
         "alerts": n_alerts,
         "repeats": repeats,
+        # The native engine parses a large batch on two threads unless told otherwise.
+        "native_threads": os.environ.get("ALERTBENCH_NATIVE_THREADS", "auto"),
         "filter_texts": texts,
         "selected_per_filter": selected,
         "evaluation_ms": {
