@@ -193,9 +193,17 @@ def summary_line(fields: dict[str, Any]) -> str:
     return line
 
 
-def saved_name(alert: Alert, received: Received, name: str) -> str:
-    """A saved message's file name: its alert id and its serialization's extension."""
-    return f"{alert_id_of(alert, received.envelope.alert_id)}{EXTENSIONS.get(name, '.bin')}"
+def saved_name(alert: Alert, received: Received, name: str, folder: Path | None = None) -> str:
+    """A saved message's file name: its alert id and its serialization's extension; with
+    ``folder``, ``<id>-2``, ``<id>-3``... when that name is taken (a replayed or looped stream
+    repeats ids, and a save must never overwrite what it saved before)."""
+    stem = str(alert_id_of(alert, received.envelope.alert_id))
+    ext = EXTENSIONS.get(name, ".bin")
+    candidate, n = f"{stem}{ext}", 1
+    while folder is not None and (folder / candidate).exists():
+        n += 1
+        candidate = f"{stem}-{n}{ext}"
+    return candidate
 
 
 def split_messages(alerts: Iterator[Alert], to: str, folder: Path) -> int:

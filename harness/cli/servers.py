@@ -55,6 +55,18 @@ def _counters_line(counts: dict[str, int]) -> str:
     return "counters: " + " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
 
 
+def _remove_own_pidfile(path: Path | None) -> None:
+    """Remove the pidfile only if it names this process: one refused because another live
+    server owns it must stay, or that server could no longer be found and stopped."""
+    if path is None:
+        return
+    try:
+        if int(path.read_text().strip() or "0") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
 def _write_pidfile(path: Path | None) -> None:
     if path is None:
         return
@@ -116,8 +128,7 @@ def run_until_stopped(
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-        if pidfile is not None:
-            pidfile.unlink(missing_ok=True)
+        _remove_own_pidfile(pidfile)
     return 0
 
 

@@ -153,16 +153,22 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 for message in messages:
                     if stop:
                         break
+                    intended_ns = None
                     if interval:
-                        delay = started + sent * interval - time.monotonic()
-                        if delay > 0:
-                            time.sleep(delay)
+                        due = started + sent * interval
+                        intended_ns = time.time_ns() + int((due - time.monotonic()) * 1e9)
+                        # Wait on the stop flag, not a sleep: at a slow rate a SIGTERM must
+                        # end the run now, not after the gap, and send nothing more.
+                        delay = due - time.monotonic()
+                        if delay > 0 and stop.event.wait(delay):
+                            break
                     publisher.publish(
                         Envelope(
                             payload=message.payload,
                             content_type=message.content_type,
                             alert_id=message.alert_id,
                             t_sent_ns=time.time_ns(),
+                            t_intended_ns=intended_ns or 0,
                             sequence=sent,
                         )
                     )
@@ -233,7 +239,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
                     continue
                 got += 1
                 if args.save:
-                    (args.save / saved_name(alert, received, name)).write_bytes(
+                    (args.save / saved_name(alert, received, name, args.save)).write_bytes(
                         received.envelope.payload
                     )
                 if args.output:

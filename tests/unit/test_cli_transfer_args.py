@@ -110,3 +110,34 @@ def test_split_writes_one_message_per_alert(tmp_path: Path, alerts: list[dict]) 
     assert count == 3
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == sorted(f"{a['diaSourceId']}{EXTENSIONS['voevent']}" for a in alerts[:3])
+
+
+def test_a_save_never_overwrites_a_message_it_saved_before(tmp_path: Path) -> None:
+    from alertbench.harness.transfer import saved_name
+    from alertbench.transports.base import Envelope, Received
+
+    received = Received(Envelope(b"x", "application/x", 7), t_received_ns=0)
+    alert = {"diaSourceId": 7}
+    names = []
+    for _ in range(3):  # the same alert id three times, as a looped publish sends it
+        name = saved_name(alert, received, "avro", tmp_path)
+        (tmp_path / name).write_bytes(b"x")
+        names.append(name)
+    assert names == ["7.avro", "7-2.avro", "7-3.avro"]
+
+
+def test_a_refused_pidfile_is_left_to_the_server_that_owns_it(tmp_path: Path) -> None:
+    import os
+
+    from alertbench.harness.cli.servers import _remove_own_pidfile, _write_pidfile
+
+    pidfile = tmp_path / "serve.pid"
+    owner = os.getppid()  # a live process that is not this one
+    pidfile.write_text(f"{owner}\n")
+    with pytest.raises(ConfigError, match="running and owns it"):
+        _write_pidfile(pidfile)
+    _remove_own_pidfile(pidfile)
+    assert pidfile.read_text().strip() == str(owner)
+    pidfile.write_text(f"{os.getpid()}\n")
+    _remove_own_pidfile(pidfile)
+    assert not pidfile.exists()
