@@ -74,6 +74,7 @@ def offer(
     server_pids: tuple[int, ...] = (),
     shared: Any = None,
     stream_options: Mapping[str, Any] | None = None,
+    transport_options: Mapping[str, Any] | None = None,
 ) -> Step:
     """Offer ``rate`` alerts/s for ``seconds`` to one subscriber; is it sustainable?
 
@@ -90,6 +91,7 @@ def offer(
         seed=seed,
         server_pids=server_pids,
         stream_options=dict(stream_options or {}),
+        transport_options=dict(transport_options or {}),
         label=f"{rate:,.0f} alerts/s",
     )
     return Step.of(rate, run(spec, shared=shared), latency_bound_s)
@@ -108,6 +110,7 @@ def find_max_rate(
     subscriber_role: str = "process",
     shared: Any = None,
     stream_options: Mapping[str, Any] | None = None,
+    transport_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Search the maximum sustainable rate.
 
@@ -128,6 +131,7 @@ def find_max_rate(
                 target, serializer, rate, seconds, latency_bound_s,
                 pool_size=pool_size, seed=seed, subscriber_role=subscriber_role,
                 shared=shared if kind else None, stream_options=stream_options if kind else None,
+                transport_options=transport_options,
             )  # fmt: skip
             steps.append(step)
             if progress is not None:

@@ -34,6 +34,8 @@ from alertbench.harness.cli.kafka_options import (
 from alertbench.harness.report.results import RESULTS_FILE, redact_url, write_results
 from alertbench.refimpl.codecs.base import SERIALIZERS
 
+from alertbench.errors import ConfigError
+
 
 def write_run(
     folder: Path, kind: str, payload: dict[str, Any], args: argparse.Namespace, **kw: Any
@@ -235,6 +237,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_max_rate(args: argparse.Namespace) -> int:
     from alertbench.harness.max_rate import find_max_rate
 
+    client = kafka_transport_options(args)
+    if client and not args.transport.startswith("kafka://"):
+        raise ConfigError(
+            "the Kafka client options reach an existing cluster: give --transport "
+            "kafka://HOST:PORT/TOPIC (a local cluster needs none)"
+        )
     with progress() as bar:  # a fresh local stream per step; Kafka: one cluster, a topic each
         result = find_max_rate(
             args.transport,
@@ -243,6 +251,7 @@ def cmd_max_rate(args: argparse.Namespace) -> int:
             seconds=args.seconds,
             latency_bound_s=args.latency_bound,
             progress=bar,
+            transport_options=client,
         )
     result["transport"] = shown = redact_url(args.transport)
     out.print(
@@ -464,6 +473,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="a .json file for the results alone, or a folder for results.json and report.md",
     )
+    add_kafka_client_options(mr)
     mr.set_defaults(func=cmd_max_rate)
 
     cb = sub.add_parser(

@@ -112,3 +112,22 @@ def test_a_wrong_password_fails_the_run_and_is_not_shown(secured, tmp_path: Path
     assert last.startswith("alertbench: error: Kafka refused user 'admin'"), result.stderr
     assert "authentication" in result.stderr.lower()
     assert wrong not in result.stdout + result.stderr
+
+
+def test_matrix_max_rate_reaches_a_secured_cluster(secured: KafkaCluster, tmp_path) -> None:
+    # Each step of the search is a run of its own: the credentials must reach every one (the
+    # search used to refuse transport options instead).
+    password = secured.users[ADMIN_USER]
+    out = tmp_path / "matrix"
+    result = _run(
+        [
+            "matrix", "--bootstrap-servers", secured.bootstrap_servers, "--username", ADMIN_USER,
+            "--transports", "kafka", "--serializers", "avro", "--alerts", "20", "--pool", "5",
+            "--max-rate", "1", "-o", str(out),
+        ],
+        env_password=password,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    _assert_nowhere(password, out, result)
+    (row,) = json.loads((out / "results.json").read_text())["results"]
+    assert row["max_sustainable_rate"] > 0 and row["max_rate_steps"]

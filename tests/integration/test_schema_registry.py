@@ -277,3 +277,39 @@ def test_hostile_bytes_are_answered_and_the_server_keeps_serving(
     assert status == 200 and RUBIN_SUBJECT in subjects
     client = SchemaRegistryClient({"url": schema_registry.url})
     assert client.get_schema(load_schema().schema_id).schema_type == "AVRO"
+
+
+def test_kafka_start_runs_the_registry_and_stop_ends_it(tmp_path) -> None:
+    """The user's path: ``kafka start`` prints and records the registry's URL, a Rubin-style
+    client reads Rubin's subject from it, ``status`` says it is up, ``stop`` ends it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from alertbench.transports.servers.kafka_cluster import ClusterState
+
+    exe = str(Path(sys.executable).with_name("alertbench"))
+    state = tmp_path / "state.json"
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [exe, "kafka", *argv, "--state", str(state)],
+            capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+
+    started = cli("start")
+    try:
+        assert started.returncode == 0, started.stderr[-2000:]
+        url = ClusterState.load(state).schema_registry_url
+        assert url and url.startswith("http://127.0.0.1:") and url in started.stdout
+        client = SchemaRegistryClient({"url": url})
+        assert RUBIN_SUBJECT in client.get_subjects()
+        latest = client.get_latest_version(RUBIN_SUBJECT)
+        assert latest.schema_id == load_schema().schema_id
+        status = cli("status")
+        assert status.returncode == 0 and f"schema registry {url}: up" in status.stdout
+    finally:
+        stopped = cli("stop")
+    assert stopped.returncode == 0, stopped.stderr[-2000:]
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=2).close()
