@@ -532,7 +532,7 @@ def local_kafka(state_path: Path | None = None) -> Any:
     naming the command to run, when there is none or it has stopped."""
     from alertbench.transports.servers import kafka_cluster as kc
 
-    from alertbench.resources import cache_dir
+    from alertbench.resources import cache_dir, pid_alive
 
     path = state_path or cache_dir() / LOCAL_STATE_FILE
     if not path.exists():
@@ -541,7 +541,7 @@ def local_kafka(state_path: Path | None = None) -> Any:
             f"{path}): run 'alertbench kafka start', or give --bootstrap-servers"
         )
     state = kc.ClusterState.load(path)
-    if not any(kc.pid_alive(node.pid) for node in state.nodes):
+    if not any(pid_alive(node.pid) for node in state.nodes):
         raise ConfigError(
             f"the local Kafka at {state.bootstrap_servers} has stopped: run "
             "'alertbench kafka start', or give --bootstrap-servers"

@@ -20,6 +20,7 @@ from alertbench.harness.cli.console import console, out, positive_int
 from alertbench.harness.cli.kafka_options import add_kafka_client_options, kafka_transport_options
 
 from alertbench.errors import AlertbenchError, ConfigError
+from alertbench.resources import pid_alive
 
 if TYPE_CHECKING:
     from alertbench.transports.servers.registry import Catalogue
@@ -171,7 +172,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         out.print("no local Kafka started by alertbench (no state file)")
         return 1
     state = kc.ClusterState.load(state_path)
-    alive = [n.node_id for n in state.nodes if kc.pid_alive(n.pid)]
+    alive = [n.node_id for n in state.nodes if pid_alive(n.pid)]
     out.print(
         f"bootstrap servers {state.bootstrap_servers}; nodes alive: {alive or 'none'} "
         f"of {len(state.nodes)}; auth {'on' if state.auth else 'off'}; data in {state.workdir}"
@@ -204,7 +205,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     state_path = _state_path(args)
     if state_path.exists():
         state = kc.ClusterState.load(state_path)
-        if any(kc.pid_alive(n.pid) for n in state.nodes):
+        if any(pid_alive(n.pid) for n in state.nodes):
             raise AlertbenchError(
                 f"a local Kafka is already running ({state.bootstrap_servers}); "
                 "'alertbench kafka stop' first"

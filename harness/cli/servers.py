@@ -25,6 +25,7 @@ from typing import Any
 from alertbench.harness.cli.console import positive_float, positive_int
 
 from alertbench.errors import ConfigError
+from alertbench.resources import pid_alive
 
 BROKERLESS = {
     "tcp": "tcp://",
@@ -75,20 +76,10 @@ def _write_pidfile(path: Path | None) -> None:
             pid = int(path.read_text().strip() or "0")
         except ValueError:
             pid = 0
-        if pid > 0 and _alive(pid):
+        if pid_alive(pid):
             raise ConfigError(f"--pidfile {path}: process {pid} is running and owns it")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"{os.getpid()}\n")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_until_stopped(

@@ -47,7 +47,7 @@ from typing import Any
 from alertbench.transports.base import MAX_FRAME
 
 from alertbench.errors import ConfigError, ServerError
-from alertbench.resources import cache_dir, write_private
+from alertbench.resources import cache_dir, pid_alive, write_private
 
 KAFKA_VERSION = "4.1.1"
 POM = Path(__file__).with_name("kafka") / "pom.xml"
@@ -778,18 +778,6 @@ def replace_scram_password(
     for change in changes:
         for future in admin.alter_user_scram_credentials([change]).values():
             future.result(timeout)
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def stop_state(state: ClusterState, grace: float = 30.0) -> None:
