@@ -58,46 +58,173 @@ pub enum CNode {
     /// but nothing is stored.
     Skip { inner: Box<CNode> },
     /// Consecutive leaf fields of a record that a projection skips (`fields`, each a `Leaf` or
-    /// `OptLeaf`), with `ops` to step over the common cases without a call per field.
-    SkipRun { ops: Box<[SkipOp]>, fields: Box<[CNode]> },
+    /// `OptLeaf`), with `plan` to step over the common cases without a branch per field.
+    SkipRun { plan: SkipPlan, fields: Box<[CNode]> },
 }
 
-/// How to step over one skipped leaf in `Parser::skip_run`'s fast loop. The fast loop only
-/// ever accepts a value that the exact path (`skip_leaf` / `skip_opt_leaf`) would accept and
-/// leaves the cursor where it would; anything else (a string, a non-canonical union index, a
-/// long varint, the end of the input...) goes to the exact path, whose result and error stand.
+/// How to step over one skipped leaf in `skip_run`'s fast loop, in one uniform shape so that
+/// the loop has no branch per field: an optional one-byte `["null", T]` union index, then
+/// either `size` bytes or a varint of at most `varint_max` bytes. The fast loop only ever
+/// accepts a value that the exact path (`skip_leaf` / `skip_opt_leaf`) would accept and leaves
+/// the cursor where it would; anything else (a string, a non-canonical union index, a long
+/// varint, the end of the input...) sends the whole segment to the exact path, whose result
+/// and error stand.
 #[derive(Clone, Copy, Debug)]
-pub struct SkipOp {
-    /// Bytes of a fixed-size value (8, 4, 1), VARINT_64 / VARINT_32, or EXACT.
-    kind: u8,
-    /// `["null", T]`: the one-byte encodings of the null and the value branch indexes.
-    opt: Option<(u8, u8)>,
+pub struct FastOp {
+    null_b: u8,
+    value_b: u8,
+    /// 1 when a one-byte union index precedes the value, else 0.
+    opt: u8,
+    /// Bytes of a fixed-size value (0 for a varint).
+    size: u8,
+    /// Most bytes of a varint the fast loop takes (4 for an int: 28 bits always fit; 8 for a
+    /// long), 0 for a fixed-size value.
+    varint_max: u8,
+    /// A string: the fast forms take one of at most SHORT_STR ASCII bytes (valid UTF-8, so
+    /// exactly what the exact path's check accepts); any other goes to the exact path.
+    short_str: bool,
 }
 
-const VARINT_64: u8 = 0xfe;
-const VARINT_32: u8 = 0xfd;
-const EXACT: u8 = 0xff;
+const SHORT_STR: usize = 16;
+/// Bytes past a fast segment's `most` that `skip_fast` may read (two 8-byte loads after a
+/// string's length byte).
+const READ_AHEAD: usize = 24;
 
-impl SkipOp {
-    fn of(n: &CNode) -> SkipOp {
-        let kind = |leaf: Leaf| match leaf {
-            Leaf::F64 => 8,
-            Leaf::F32 => 4,
-            Leaf::Bool => 1,
-            Leaf::I64 => VARINT_64,
-            Leaf::I32 => VARINT_32,
-            _ => EXACT,
+impl FastOp {
+    /// The fast form of a skipped leaf, or None for one only the exact path steps over.
+    fn of(n: &CNode) -> Option<FastOp> {
+        let shape = |leaf: Leaf| match leaf {
+            Leaf::F64 => Some((8, 0, false)),
+            Leaf::F32 => Some((4, 0, false)),
+            Leaf::Bool => Some((1, 0, false)),  // any byte is a boolean (true if not 0), as in fastavro
+            Leaf::I64 => Some((0, 8, false)),
+            Leaf::I32 => Some((0, 4, false)),
+            Leaf::Str => Some((0, 0, true)),
+            Leaf::Fixed(size) if (1..=64).contains(&size) => Some((size as u8, 0, false)),
+            _ => None,
         };
         // A union index 0 or 1 is one zig-zag varint byte, 0x00 or 0x02.
         let byte = |i: i64| if (0..=1).contains(&i) { Some((i * 2) as u8) } else { None };
         match n {
-            CNode::Leaf { leaf, .. } => SkipOp { kind: kind(*leaf), opt: None },
-            CNode::OptLeaf { null_idx, other_idx, leaf, .. } => match (byte(*null_idx), byte(*other_idx)) {
-                (Some(a), Some(b)) => SkipOp { kind: kind(*leaf), opt: Some((a, b)) },
-                _ => SkipOp { kind: EXACT, opt: None },
-            },
-            _ => SkipOp { kind: EXACT, opt: None },
+            CNode::Leaf { leaf, .. } => {
+                shape(*leaf).map(|(size, varint_max, short_str)| FastOp { null_b: 0, value_b: 0, opt: 0, size, varint_max, short_str })
+            }
+            CNode::OptLeaf { null_idx, other_idx, leaf, .. } => {
+                let (null_b, value_b) = (byte(*null_idx)?, byte(*other_idx)?);
+                shape(*leaf).map(|(size, varint_max, short_str)| FastOp { null_b, value_b, opt: 1, size, varint_max, short_str })
+            }
+            _ => None,
         }
+    }
+
+    /// The most bytes this op can step over.
+    fn most(self) -> usize {
+        let value = if self.short_str { 1 + SHORT_STR } else { self.size.max(self.varint_max) as usize };
+        self.opt as usize + value
+    }
+}
+
+/// Consecutive fields of a `SkipRun` that the fast loop takes (`fast`) or that only the exact
+/// path steps over; `most` bounds the bytes a fast segment can span.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment {
+    start: usize,
+    end: usize,
+    fast: bool,
+    most: usize,
+    /// This fast segment's slot in a parser's `templates` (`number_segments`), or NO_SLOT.
+    slot: usize,
+}
+
+const NO_SLOT: usize = usize::MAX;
+
+/// The byte layout of one fast segment as last met: which bytes are union indexes, varint
+/// continuation or end bytes, string lengths or string bytes (ASCII), and what they must be
+/// (`byte & mask == expect`).
+/// Rubin's records mostly repeat their null pattern and varint lengths from one to the next,
+/// so a segment usually matches the previous one's layout; checking that is one vectorised
+/// pass over the segment's bytes with no dependency between fields, where walking the fields
+/// makes each position wait for the previous field's length.
+#[derive(Default, Clone)]
+pub struct Template {
+    mask: Vec<u8>,
+    expect: Vec<u8>,
+}
+
+impl Template {
+    /// The segment's length if the bytes at `p` have this layout.
+    #[inline]
+    fn matches(&self, buf: &[u8], p: usize) -> Option<usize> {
+        let len = self.mask.len();
+        if len == 0 {
+            return None;
+        }
+        let bytes = buf.get(p..p + len)?;
+        let mut diff = 0u8;
+        for ((&b, &m), &e) in bytes.iter().zip(&self.mask).zip(&self.expect) {
+            diff |= (b & m) ^ e;
+        }
+        (diff == 0).then_some(len)
+    }
+
+    fn check(&mut self, at: usize, mask: u8, expect: u8) {
+        self.mask[at] = mask;
+        self.expect[at] = expect;
+    }
+}
+
+/// The last few layouts a segment had, most recently matched first (a visit's records fall
+/// into a few null patterns).
+#[derive(Default, Clone)]
+pub struct Layouts {
+    seen: [Template; LAYOUTS],
+}
+
+const LAYOUTS: usize = 4;
+
+impl Layouts {
+    /// The segment's length if the bytes at `p` have one of the layouts; that layout moves to
+    /// the front, so the common one is tried first.
+    #[inline]
+    fn matches(&mut self, buf: &[u8], p: usize) -> Option<usize> {
+        let (i, len) = self.seen.iter().enumerate().find_map(|(i, t)| t.matches(buf, p).map(|len| (i, len)))?;
+        if i > 0 {
+            self.seen[..=i].rotate_right(1);
+        }
+        Some(len)
+    }
+
+    /// The least recently matched layout, moved to the front to be overwritten.
+    fn replace(&mut self) -> &mut Template {
+        self.seen.rotate_right(1);
+        &mut self.seen[0]
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SkipPlan {
+    ops: Box<[FastOp]>,
+    segs: Box<[Segment]>,
+}
+
+impl SkipPlan {
+    fn of(fields: &[CNode]) -> SkipPlan {
+        let fast: Vec<Option<FastOp>> = fields.iter().map(FastOp::of).collect();
+        let filler = FastOp { null_b: 0, value_b: 0, opt: 0, size: 0, varint_max: 0, short_str: false };
+        let ops = fast.iter().map(|op| op.unwrap_or(filler)).collect();
+        let mut segs: Vec<Segment> = Vec::new();
+        for (i, op) in fast.iter().enumerate() {
+            let is_fast = op.is_some();
+            let most = op.map_or(0, FastOp::most);
+            match segs.last_mut() {
+                Some(seg) if seg.fast == is_fast => {
+                    seg.end = i + 1;
+                    seg.most += most;
+                }
+                _ => segs.push(Segment { start: i, end: i + 1, fast: is_fast, most, slot: NO_SLOT }),
+            }
+        }
+        SkipPlan { ops, segs: segs.into_boxed_slice() }
     }
 }
 
@@ -257,6 +384,8 @@ pub fn plan(t: &Tree) -> Result<Plan, String> {
 pub struct Parser<'a> {
     pub t: &'a Tree,
     pub cols: &'a mut [Col],
+    /// Each fast skip segment's last layout (`Template`), by its slot.
+    pub templates: Vec<Layouts>,
 }
 
 impl Parser<'_> {
@@ -316,7 +445,7 @@ impl Parser<'_> {
                                 c.valid.push(1);
                             }
                         }
-                        CNode::SkipRun { ops, fields } => skip_run(ops, fields, cur)?,
+                        CNode::SkipRun { plan, fields } => skip_run(plan, fields, cur, &mut self.templates)?,
                         _ => self.parse(f, cur, m, depth + 1)?,
                     }
                 }
@@ -368,7 +497,7 @@ impl Parser<'_> {
                 Ok(())
             }
             CNode::Skip { inner } => self.skip(inner, cur, depth),
-            CNode::SkipRun { ops, fields } => skip_run(ops, fields, cur),
+            CNode::SkipRun { plan, fields } => skip_run(plan, fields, cur, &mut self.templates),
         }
     }
 
@@ -377,7 +506,7 @@ impl Parser<'_> {
     /// decode rejects, with the same message. Strings are still checked for UTF-8 for that
     /// reason (a full decode refuses invalid UTF-8 in any string; skipping the check would let a
     /// projected decode accept such a message); it costs little, Rubin strings being short.
-    pub fn skip(&self, n: &CNode, cur: &mut Cursor<'_>, depth: u32) -> DResult<()> {
+    pub fn skip(&mut self, n: &CNode, cur: &mut Cursor<'_>, depth: u32) -> DResult<()> {
         if depth >= MAX_DEPTH {
             return derr("nesting deeper than the limit", cur.pos);
         }
@@ -404,7 +533,7 @@ impl Parser<'_> {
                     match f {
                         CNode::OptLeaf { null_idx, other_idx, leaf, .. } => skip_opt_leaf(*null_idx, *other_idx, *leaf, cur)?,
                         CNode::Leaf { leaf, .. } => skip_leaf(*leaf, cur)?,
-                        CNode::SkipRun { ops, fields } => skip_run(ops, fields, cur)?,
+                        CNode::SkipRun { plan, fields } => skip_run(plan, fields, cur, &mut self.templates)?,
                         _ => self.skip(f, cur, depth + 1)?,
                     }
                 }
@@ -431,7 +560,7 @@ impl Parser<'_> {
             }
             CNode::Object { node, .. } => cur.skip(self.t, *node, depth),
             CNode::Skip { inner } => self.skip(inner, cur, depth),
-            CNode::SkipRun { ops, fields } => skip_run(ops, fields, cur),
+            CNode::SkipRun { plan, fields } => skip_run(plan, fields, cur, &mut self.templates),
         }
     }
 
@@ -520,7 +649,7 @@ pub fn parse_messages(
         }
     }
     Parser::init(&mut cols, specs);
-    let mut p = Parser { t, cols: &mut cols };
+    let mut p = Parser { t, cols: &mut cols, templates: Vec::new() };
     for (i, buf) in msgs.iter().enumerate() {
         let m = first + i;
         let mut cur = Cursor::new(buf, start);
@@ -631,58 +760,145 @@ fn skip_opt_leaf(null_idx: i64, other_idx: i64, leaf: Leaf, cur: &mut Cursor<'_>
     }
 }
 
-/// Step over the leaves of a `SkipRun`: a tight loop over `ops` (the cursor position in a
-/// local), each field the fast loop does not take going through the exact path.
+/// Step over the leaves of a `SkipRun`. A fast segment whose bytes have the layout it had last
+/// time (`Template`) is stepped over in one pass; otherwise it is walked branch-free when the
+/// input surely holds it, which also records its layout; anything that pass does not take goes
+/// to the exact path from the segment's start, as does every other segment.
 #[inline]
-fn skip_run(ops: &[SkipOp], fields: &[CNode], cur: &mut Cursor<'_>) -> DResult<()> {
-    let buf = cur.buf;
-    let n = buf.len();
-    let mut p = cur.pos;
-    for (op, field) in ops.iter().zip(fields) {
-        let mut q = p;
-        if let Some((null_b, value_b)) = op.opt {
-            match buf.get(q) {
-                Some(&b) if b == null_b => {
-                    p = q + 1;
+fn skip_run(plan: &SkipPlan, fields: &[CNode], cur: &mut Cursor<'_>, templates: &mut Vec<Layouts>) -> DResult<()> {
+    for seg in plan.segs.iter() {
+        if seg.fast {
+            let mut template = if seg.slot == NO_SLOT {
+                None
+            } else {
+                if templates.len() <= seg.slot {
+                    templates.resize(seg.slot + 1, Layouts::default());
+                }
+                Some(&mut templates[seg.slot])
+            };
+            if let Some(len) = template.as_mut().and_then(|t| t.matches(cur.buf, cur.pos)) {
+                cur.pos += len;
+                continue;
+            }
+            if cur.pos + seg.most + READ_AHEAD <= cur.buf.len() {
+                if let Some(p) = skip_fast(&plan.ops[seg.start..seg.end], cur.buf, cur.pos, template.map(Layouts::replace)) {
+                    cur.pos = p;
                     continue;
                 }
-                Some(&b) if b == value_b => q += 1,
-                _ => q = usize::MAX,
             }
         }
-        let end = match op.kind {
-            _ if q == usize::MAX => None,
-            VARINT_64 | VARINT_32 => {
-                // Up to 9 bytes (63 bits) for a long, 4 (28 bits) for an int: always valid.
-                let most = if op.kind == VARINT_64 { 9 } else { 4 };
-                let stop = n.min(q + most);
-                buf[q..stop].iter().position(|&b| b < 0x80).map(|i| q + i + 1)
+        for field in &fields[seg.start..seg.end] {
+            match field {
+                CNode::OptLeaf { null_idx, other_idx, leaf, .. } => skip_opt_leaf(*null_idx, *other_idx, *leaf, cur)?,
+                CNode::Leaf { leaf, .. } => skip_leaf(*leaf, cur)?,
+                _ => unreachable!("a skip run holds leaves only"),
             }
-            EXACT => None,
-            size => {
-                let e = q + size as usize;
-                if e <= n {
-                    Some(e)
-                } else {
-                    None
-                }
-            }
-        };
-        p = match end {
-            Some(e) => e,
-            None => {
-                cur.pos = p;
-                match field {
-                    CNode::OptLeaf { null_idx, other_idx, leaf, .. } => skip_opt_leaf(*null_idx, *other_idx, *leaf, cur)?,
-                    CNode::Leaf { leaf, .. } => skip_leaf(*leaf, cur)?,
-                    _ => unreachable!("a skip run holds leaves only"),
-                }
-                cur.pos
-            }
-        };
+        }
     }
-    cur.pos = p;
     Ok(())
+}
+
+/// One pass over `ops` from `p` with no data-dependent branch (nulls and values, varint
+/// lengths are all arithmetic). The caller guarantees `p + most + READ_AHEAD <= buf.len()`. None when
+/// a byte is not what the fast form takes (a union index other than the two one-byte ones, a
+/// varint longer than `varint_max`, a string not short ASCII). On success the layout
+/// met is recorded in `template`.
+#[inline]
+fn skip_fast(ops: &[FastOp], buf: &[u8], start: usize, template: Option<&mut Template>) -> Option<usize> {
+    let mut bad = false;
+    let mut p = start;
+    for op in ops {
+        let b = buf[p];
+        let opt = op.opt != 0;
+        let value = !opt | (b == op.value_b);
+        bad |= opt & !value & (b != op.null_b);
+        let q = p + op.opt as usize;
+        let word = u64::from_le_bytes(buf[q..q + 8].try_into().expect("8 bytes"));
+        // Bytes up to and including the first without its high bit: 9 when none of 8 ends it.
+        let vlen = ((!word & 0x8080_8080_8080_8080).trailing_zeros() / 8 + 1) as usize;
+        let is_varint = op.varint_max != 0;
+        bad |= value & is_varint & (vlen > op.varint_max as usize);
+        // A short ASCII string: a one-byte length 0..=SHORT_STR, then bytes below 0x80.
+        let lb = word as u8;
+        let slen = (lb >> 1) as usize;
+        let head = |k: usize| if k == 0 { 0 } else { u64::MAX >> (64 - 8 * k) };
+        let first = u64::from_le_bytes(buf[q + 1..q + 9].try_into().expect("8 bytes")) & head(slen.min(8));
+        let second = u64::from_le_bytes(buf[q + 9..q + 17].try_into().expect("8 bytes")) & head(slen.clamp(8, 16) - 8);
+        let ascii = (first | second) & 0x8080_8080_8080_8080 == 0;
+        bad |= value & op.short_str & !((lb & 0x81 == 0) & (slen <= SHORT_STR) & ascii);
+        let len = if is_varint {
+            vlen
+        } else if op.short_str {
+            1 + slen
+        } else {
+            op.size as usize
+        };
+        p = q + value as usize * len;
+    }
+    if bad {
+        return None;
+    }
+    if let Some(t) = template {
+        record_layout(ops, buf, start, p - start, t);
+    }
+    Some(p)
+}
+
+/// The layout of the segment just stepped over (valid by `skip_fast`'s checks) as a template.
+fn record_layout(ops: &[FastOp], buf: &[u8], start: usize, len: usize, t: &mut Template) {
+    t.mask.clear();
+    t.mask.resize(len, 0);
+    t.expect.clear();
+    t.expect.resize(len, 0);
+    let mut at = 0;
+    for op in ops {
+        let mut value = true;
+        if op.opt != 0 {
+            let b = buf[start + at];
+            t.check(at, 0xff, b);
+            value = b == op.value_b;
+            at += 1;
+        }
+        if !value {
+            continue;
+        }
+        if op.varint_max != 0 {
+            let mut n = 0;
+            while buf[start + at + n] & 0x80 != 0 {
+                t.check(at + n, 0x80, 0x80);
+                n += 1;
+            }
+            t.check(at + n, 0x80, 0);
+            at += n + 1;
+        } else if op.short_str {
+            let lb = buf[start + at];
+            t.check(at, 0xff, lb);
+            for k in 1..=(lb >> 1) as usize {
+                t.check(at + k, 0x80, 0);
+            }
+            at += 1 + (lb >> 1) as usize;
+        } else {
+            at += op.size as usize;
+        }
+    }
+    debug_assert_eq!(at, len);
+}
+
+/// Give every fast segment of `n`'s skip runs a slot of its own for its template.
+fn number_segments(n: &mut CNode, next: &mut usize) {
+    match n {
+        CNode::SkipRun { plan, .. } => {
+            for seg in plan.segs.iter_mut().filter(|s| s.fast) {
+                seg.slot = *next;
+                *next += 1;
+            }
+        }
+        CNode::Opt { inner, .. } | CNode::One { inner } | CNode::Skip { inner } => number_segments(inner, next),
+        CNode::Record { fields, .. } => fields.iter_mut().for_each(|f| number_segments(f, next)),
+        CNode::Array { items, .. } => number_segments(items, next),
+        CNode::Map { values, .. } => number_segments(values, next),
+        CNode::Leaf { .. } | CNode::OptLeaf { .. } | CNode::Object { .. } => {}
+    }
 }
 
 fn is_leaf(n: &CNode) -> bool {
@@ -707,8 +923,8 @@ fn with_runs(fields: Vec<CNode>, skipped: fn(&CNode) -> Option<&CNode>) -> Vec<C
     let mut run: Vec<CNode> = Vec::new();
     let close = |run: &mut Vec<CNode>, out: &mut Vec<CNode>| {
         if !run.is_empty() {
-            let ops = run.iter().map(SkipOp::of).collect();
-            out.push(CNode::SkipRun { ops, fields: std::mem::take(run).into_boxed_slice() });
+            let plan = SkipPlan::of(run);
+            out.push(CNode::SkipRun { plan, fields: std::mem::take(run).into_boxed_slice() });
         }
     };
     for f in fields {
@@ -752,6 +968,12 @@ fn skip_form(n: &CNode) -> CNode {
 /// (flat item rows are of no use without them). Validity columns of nullable records and map
 /// keys are kept only when asked for.
 pub fn project(n: &CNode, want: &[bool], keep: &mut [bool]) -> CNode {
+    let mut root = project_node(n, want, keep);
+    number_segments(&mut root, &mut 0);
+    root
+}
+
+fn project_node(n: &CNode, want: &[bool], keep: &mut [bool]) -> CNode {
     let skip = |n: &CNode| CNode::Skip { inner: Box::new(skip_form(n)) };
     match n {
         CNode::Leaf { col, .. } | CNode::OptLeaf { col, .. } | CNode::Object { col, .. } => {
@@ -762,11 +984,11 @@ pub fn project(n: &CNode, want: &[bool], keep: &mut [bool]) -> CNode {
                 skip(n)
             }
         }
-        CNode::Opt { null_idx, other_idx, inner } => match project(inner, want, keep) {
+        CNode::Opt { null_idx, other_idx, inner } => match project_node(inner, want, keep) {
             CNode::Skip { .. } => skip(n),
             p => CNode::Opt { null_idx: *null_idx, other_idx: *other_idx, inner: Box::new(p) },
         },
-        CNode::One { inner } => match project(inner, want, keep) {
+        CNode::One { inner } => match project_node(inner, want, keep) {
             CNode::Skip { .. } => skip(n),
             p => CNode::One { inner: Box::new(p) },
         },
@@ -775,14 +997,14 @@ pub fn project(n: &CNode, want: &[bool], keep: &mut [bool]) -> CNode {
             if let Some(v) = valid_col {
                 keep[v] = true;
             }
-            let fields: Vec<CNode> = fields.iter().map(|f| project(f, want, keep)).collect();
+            let fields: Vec<CNode> = fields.iter().map(|f| project_node(f, want, keep)).collect();
             if valid_col.is_none() && fields.iter().all(|f| matches!(f, CNode::Skip { .. })) {
                 return skip(n);
             }
             CNode::Record { valid_col, fields: with_runs(fields, skipped_leaf) }
         }
         CNode::Array { col, mask, items, min } => {
-            let items = project(items, want, keep);
+            let items = project_node(items, want, keep);
             if !want[*col] && matches!(items, CNode::Skip { .. }) {
                 return skip(n);
             }
@@ -791,7 +1013,7 @@ pub fn project(n: &CNode, want: &[bool], keep: &mut [bool]) -> CNode {
         }
         CNode::Map { col, mask, keys, values, min } => {
             let keys = keys.filter(|k| want[*k]);
-            let values = project(values, want, keep);
+            let values = project_node(values, want, keep);
             if !want[*col] && keys.is_none() && matches!(values, CNode::Skip { .. }) {
                 return skip(n);
             }

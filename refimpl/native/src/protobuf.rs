@@ -471,7 +471,7 @@ fn put_varint(out: &mut Vec<u8>, mut n: u64) {
 #[inline(always)]
 fn varint_len(n: u64) -> usize {
     // 1 byte per started group of 7 bits; 0 still takes one byte.
-    ((64 - (n | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 #[inline(always)]

@@ -329,3 +329,96 @@ def test_skipped_leaves_edge_cases_match_the_full_decode() -> None:
     refused = [isinstance(o, str) for o in outcomes]
     assert refused == [False, False, True, True, True, True, False, False, False, True, False,
                        True, True, True, True]  # fmt: skip
+
+
+def test_mutated_alerts_after_good_ones_are_refused_or_decoded_identically(
+    alerts, alert_bodies, alert_schema
+) -> None:
+    """The same mutations, each after good alerts in one batch: by then the skipped segments'
+    layouts are learned (the fast path checks a segment against the last layouts it had), and a
+    mutated alert must still come out exactly as the full decode has it."""
+    rng = random.Random(6)
+    projections = [["diaSource.visit"], FILTER_FIELDS]
+    refused = 0
+    for i in range(150):
+        n = i % len(alert_bodies)
+        body = bytearray(alert_bodies[n])
+        structured = len(body) - sum(len(alerts[n][c] or b"") for c in CUTOUTS)
+        for _ in range(rng.randrange(1, 4)):
+            body[rng.randrange(structured)] = rng.getrandbits(8)
+        batch = [*alert_bodies[:4], bytes(body)]
+        assert_same_outcome(alert_schema, batch, projections)
+        refused += isinstance(outcome(alert_schema, batch), str)
+    assert refused > 20
+
+
+LAYOUT = {
+    "type": "record",
+    "name": "T",
+    "fields": [
+        {"name": "ob", "type": ["null", "boolean"]},
+        {"name": "b", "type": "boolean"},
+        {"name": "s", "type": ["null", "string"]},
+        {"name": "l", "type": "long"},
+        {"name": "oi", "type": ["null", "int"]},
+        {"name": "d", "type": ["null", "double"]},
+        # Room after the skipped fields: the fast forms take a segment only with its most
+        # bytes (and a read-ahead) still in the message.
+        {"name": "pad", "type": "bytes"},
+        {"name": "keep", "type": "long"},
+    ],
+}
+
+
+def test_learned_layouts_never_accept_what_the_full_decode_refuses() -> None:
+    """Each case after five good records of one layout (so that layout is learned), then again
+    after one of every layout: a change of layout is followed exactly, and a byte the learned
+    layout would not check (a string byte that is not UTF-8, a bad union index, a string longer
+    than the fast form takes, an int out of range) is refused or decoded as the full decode does."""
+    s = _native.Schema(json.dumps(LAYOUT))
+
+    def body(**parts: bytes) -> bytes:
+        values = {
+            "ob": zz(1) + b"\x01",
+            "b": b"\x00",
+            "s": zz(1) + zz(3) + b"abc",
+            "l": zz(300),
+            "oi": zz(1) + zz(-5),
+            "d": zz(1) + b"\x00" * 8,
+            **parts,
+        }
+        pad = zz(80) + bytes(80)
+        return b"".join(values[k] for k in ("ob", "b", "s", "l", "oi", "d")) + pad + zz(7)
+
+    good = body()
+    others = [
+        body(ob=zz(0)),
+        body(s=zz(0)),
+        body(s=zz(1) + zz(0)),
+        body(l=zz(2**40)),
+        body(oi=zz(0), d=zz(0)),
+    ]
+    cases = [
+        *others,
+        body(s=zz(1) + zz(16) + b"x" * 16),
+        body(s=zz(1) + zz(17) + b"x" * 17),  # longer than the fast form's strings: exact path
+        body(s=zz(1) + zz(3) + "é".encode() + b"a"),  # valid, not ASCII: exact path
+        body(s=zz(1) + zz(3) + b"\xff\xfea"),  # same length as the learned one, not UTF-8
+        body(s=zz(1) + zz(3) + b"a\xed\xa0"),
+        body(s=zz(1) + zz(-1)),
+        body(b=b"\x02"),  # any non-zero boolean byte is true, as in fastavro
+        body(ob=zz(1) + b"\xff"),
+        body(ob=zz(2) + b"\x01"),  # bad union index
+        body(oi=zz(1) + zz(2**31)),  # int out of range
+        body(oi=zz(1) + b"\x80\x80\x80\x80\x00"),  # non-canonical 5-byte int: valid
+        body(l=b"\xff" * 9 + b"\x7f"),  # overflows 64 bits
+        body(d=zz(1) + b"\x00" * 4),  # a short double: the pad's length is read from its bytes
+        good[:-1],
+    ]
+    outcomes = []
+    for c in cases:
+        for batch in ([good] * 5 + [c], [good, *others, c]):
+            assert_same_outcome(s, batch, [["keep"], ["d"], ["s", "keep"], []])
+        outcomes.append(isinstance(outcome(s, [good] * 5 + [c]), str))
+    assert outcomes == [False] * 5 + [False, False, False, True, True, True, False, False, True,
+                                      True, False, True, True, True]  # fmt: skip
