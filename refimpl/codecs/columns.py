@@ -149,28 +149,14 @@ def decode_columns(
     messages refused are the same. A path that is no column of the schema is a KeyError.
     """
     wanted = None if fields is None else sorted(set(fields))
-    kept: list[int] = []
-    rejected: list[tuple[int, str]] = []
-    schema = load_schema(schema_version) if schema_version else None
-    for index, message in enumerate(messages):
-        try:
-            schema_id = schema_id_of(message)
-            if schema_id is None:  # not framed: unframe says exactly why
-                schema_id, _ = unframe(message, codec="avro")
-            if schema is None:
-                schema = _schema_for_id(schema_id)
-        except (FramingError, SchemaError) as exc:
-            rejected.append((index, str(exc)))
-            continue
-        if schema_id != schema.schema_id:
-            rejected.append((index, f"schema id {schema_id}, not the batch's {schema.schema_id}"))
-            continue
-        kept.append(index)
+    schema, kept, rejected = _framed(
+        messages, load_schema(schema_version) if schema_version else None
+    )
     if schema is None:
         raise DecodeError("no message in the batch names a known Rubin schema", codec="avro")
     native = _native_schema(schema.version)
     while True:
-        batch = [messages[i] for i in kept]
+        batch = messages if len(kept) == len(messages) else [messages[i] for i in kept]
         try:
             raw = native.decode_columns(batch, HEADER.size, wanted)
         except ValueError as exc:
@@ -189,6 +175,50 @@ def decode_columns(
             fields=frozenset(wanted),
             _source=(native, batch),
         )
+
+
+def _framed(
+    messages: Sequence[bytes | memoryview], schema: AlertSchema | None
+) -> tuple[AlertSchema | None, list[int], list[tuple[int, str]]]:
+    """(the batch's schema, the indices of the messages framed for it, the others with why).
+
+    A visit's messages nearly always share one header, so that case is checked once, not per
+    message: the per-message checks cost ~1 µs an alert, a tenth of a projected decode.
+    """
+    head = _native.common_prefix(messages, HEADER.size)
+    if head is not None:
+        shared = _schema_named_by(head, schema)
+        if shared is not None:
+            return shared, list(range(len(messages))), []
+    kept: list[int] = []
+    rejected: list[tuple[int, str]] = []
+    for index, message in enumerate(messages):
+        try:
+            schema_id = schema_id_of(message)
+            if schema_id is None:  # not framed: unframe says exactly why
+                schema_id, _ = unframe(message, codec="avro")
+            if schema is None:
+                schema = _schema_for_id(schema_id)
+        except (FramingError, SchemaError) as exc:
+            rejected.append((index, str(exc)))
+            continue
+        if schema_id != schema.schema_id:
+            rejected.append((index, f"schema id {schema_id}, not the batch's {schema.schema_id}"))
+            continue
+        kept.append(index)
+    return schema, kept, rejected
+
+
+def _schema_named_by(head: bytes, schema: AlertSchema | None) -> AlertSchema | None:
+    """The schema a well-formed header names, if it is ``schema`` (or any known one when None)."""
+    schema_id = schema_id_of(head)
+    if schema_id is None:
+        return None
+    try:
+        named = schema or _schema_for_id(schema_id)
+    except SchemaError:
+        return None
+    return named if named.schema_id == schema_id else None
 
 
 _SCHEMAS: dict[str, Any] = {}

@@ -643,9 +643,34 @@ fn keep_freed_memory() -> bool {
 }
 
 /// The native Avro codec. Why native: see the crate documentation (README.md).
+/// The first `n` bytes that every message of `messages` starts with, or None when one is
+/// shorter or starts otherwise. Why: a visit's messages share one Confluent header, and
+/// checking that in Python costs ~1 µs a message, a tenth of a projected columnar decode.
+#[pyfunction]
+fn common_prefix<'py>(py: Python<'py>, messages: &Bound<'py, PyAny>, n: usize) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let mut first: Option<Vec<u8>> = None;
+    for message in messages.try_iter()? {
+        let message = message?;
+        let src = Src::get(&message)?;
+        let (ptr, len) = src.ptr_len();
+        if len < n {
+            return Ok(None);
+        }
+        // SAFETY: `src` holds the object (and its buffer export) while the slice is read.
+        let head = if n == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(ptr, n) } };
+        match &first {
+            None => first = Some(head.to_vec()),
+            Some(f) if f.as_slice() == head => {}
+            Some(_) => return Ok(None),
+        }
+    }
+    Ok(first.map(|f| PyBytes::new(py, &f)))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MALLOC_KEEPS_FREED", keep_freed_memory())?;
+    m.add_function(wrap_pyfunction!(common_prefix, m)?)?;
     m.add_class::<Schema>()?;
     m.add("AvroDecodeError", m.py().get_type::<AvroDecodeError>())?;
     m.add("AvroEncodeError", m.py().get_type::<AvroEncodeError>())?;
