@@ -93,9 +93,7 @@ class MiniBrokerStore:
         against another version can no longer wait to fail inside a running service."""
         version = self.catalog.schema.version
         with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (version,)
-            )
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (version,))
             stored = self._db.execute(
                 "SELECT value FROM meta WHERE key = 'schema_version'"
             ).fetchone()[0]
