@@ -637,6 +637,14 @@ class KafkaSubscriber:
         self.manual = commit == "manual"
         self._returned: dict[int, int] = {}
         """partition -> offset of the last record poll() returned (manual commits)."""
+        self._next: dict[int, int] = {}
+        """partition -> the offset after the last record poll() returned: where this
+        subscriber resumes a partition the group gives back to it after a rebalance."""
+        self._started: dict[int, int] = {}
+        """partition -> the offset this subscriber's start resolved to at its first assignment
+        of that partition (concrete, or Kafka's logical beginning)."""
+        self._had_commit: dict[int, bool] = {}
+        """partition -> the group had a committed position when this subscriber started."""
         conf = transport.client_config()
         conf.update(
             {
@@ -654,7 +662,9 @@ class KafkaSubscriber:
         self._consumer = Consumer(conf)
         self._assigned = False
         self._early: list[Any] = []
-        self._consumer.subscribe([transport.topic], on_assign=self._on_assign)
+        self._consumer.subscribe(
+            [transport.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
         self._pending: Any = None
         # Return only once the group has given us partitions, so that "latest" means "what is
         # published after open_subscriber() returns" (messages polled meanwhile are kept).
@@ -678,14 +688,102 @@ class KafkaSubscriber:
         self.errors: list[str] = []
 
     def _on_assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        """Positions the partitions the group gives us. The start applies to a partition the
+        first time this subscriber is given it; after a rebalance (a member joins or leaves,
+        the group's coordinator dies and the session expires) a partition resumes where
+        this subscriber left it, or where the group committed, whichever is further. Before,
+        every rebalance applied the start again: a ``latest`` subscriber whose group had not
+        committed yet jumped to the end, past every acknowledged alert published since (CI
+        lost 1,042 of 1,500 when a broker kill moved the group's coordinator)."""
+        again = [p for p in partitions if p.partition in self._started]
+        first = [p for p in partitions if p.partition not in self._started]
+        if again:
+            committed = self._committed(consumer, again)
+            for p in again:
+                known = [
+                    offset
+                    for offset in (
+                        committed.get(p.partition, -1),
+                        self._next.get(p.partition, -1),
+                        self._started[p.partition],
+                    )
+                    if offset >= 0
+                ]
+                # Nothing concrete: the start was the logical beginning and nothing was read.
+                p.offset = max(known) if known else self._started[p.partition]
+        if first:
+            self._position_first(consumer, first)
+        consumer.assign(partitions)
+        if first and self.start.kind == "latest":
+            # The group itself records where it started, so that a member given one of
+            # these partitions later (this one after a restart, or another in the same
+            # group) resumes here instead of at a later end of the partition.
+            unrecorded = [
+                p for p in first if p.offset >= 0 and not self._had_commit.get(p.partition)
+            ]
+            if unrecorded:
+                try:
+                    consumer.commit(offsets=unrecorded, asynchronous=False)
+                except KafkaException as exc:
+                    log.warning(
+                        "Kafka subscriber (group %s): could not record its start: %s",
+                        self.group,
+                        exc.args[0].str(),
+                    )
+        self._assigned = True
+        self.transport.reached = True
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        """Commits what was read of the partitions being taken away (``commit="auto"``), so
+        the member given them next resumes after it rather than at the last periodic commit.
+        With ``"manual"`` only the caller's commits count, by design."""
+        if self.manual or not partitions:
+            return
+        if self._pending is not None:
+            with contextlib.suppress(KafkaException):
+                consumer.store_offsets(message=self._pending)
+            self._pending = None
+        mine = [
+            KafkaTopicPartition(self.transport.topic, p.partition, self._next[p.partition])
+            for p in partitions
+            if p.partition in self._next
+        ]
+        if mine:
+            try:
+                consumer.commit(offsets=mine, asynchronous=False)
+            except KafkaException as exc:
+                log.warning(
+                    "Kafka subscriber (group %s): commit on revoke failed: %s",
+                    self.group,
+                    exc.args[0].str(),
+                )
+
+    def _committed(
+        self, consumer: Consumer, partitions: list[KafkaTopicPartition]
+    ) -> dict[int, int]:
+        """The group's committed offsets; empty when the coordinator cannot say (it may be
+        the broker that just died): this subscriber's own positions still hold."""
+        try:
+            found = consumer.committed(partitions, timeout=10)
+        except KafkaException as exc:
+            log.warning(
+                "Kafka subscriber (group %s): committed offsets unavailable: %s",
+                self.group,
+                exc.args[0].str(),
+            )
+            return {}
+        return {c.partition: c.offset for c in found}
+
+    def _position_first(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         kind = self.start.kind
         if kind == "latest":
             # The group's committed position, else the end of the partition *now* (resolved
             # here, not lazily at the first fetch, so nothing published after this is skipped).
-            committed = {c.partition: c.offset for c in consumer.committed(partitions, timeout=10)}
+            committed = self._committed(consumer, partitions)
             for p in partitions:
                 if committed.get(p.partition, -1) >= 0:
                     p.offset = committed[p.partition]
+                    self._had_commit[p.partition] = True
                 else:
                     p.offset = consumer.get_watermark_offsets(p, timeout=10)[1]
         elif kind == "earliest":
@@ -708,11 +806,12 @@ class KafkaSubscriber:
             found = consumer.offsets_for_times(wanted, timeout=10)
             by_partition = {f.partition: f.offset for f in found}
             for p in partitions:
-                # -1 (no message at or after that time) means: start at the end.
-                p.offset = by_partition.get(p.partition, -1)
-        consumer.assign(partitions)
-        self._assigned = True
-        self.transport.reached = True
+                offset = by_partition.get(p.partition, -1)
+                if offset < 0:  # no message at or after that time: start at the end
+                    offset = consumer.get_watermark_offsets(p, timeout=10)[1]
+                p.offset = offset
+        for p in partitions:
+            self._started[p.partition] = p.offset
 
     def poll(self, timeout: float = 1.0) -> Received | None:
         deadline = time.monotonic() + timeout
@@ -751,6 +850,7 @@ class KafkaSubscriber:
                     self._seen.popitem(last=False)
             self.received += 1
             self._returned[msg.partition()] = msg.offset()
+            self._next[msg.partition()] = msg.offset() + 1
             return received
 
     def commit(self) -> int:

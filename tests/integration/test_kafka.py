@@ -141,6 +141,62 @@ def test_a_group_resumes_where_it_committed(kafka_cluster, alerts, codec) -> Non
     assert first + rest == [a["diaSourceId"] for a in alerts[:30]]
 
 
+def _numbered(codec, alerts, n: int, first_id: int) -> list[Envelope]:
+    payloads = [codec.dumps(a) for a in alerts[:3]]
+    return [
+        Envelope(
+            payload=payloads[i % len(payloads)],
+            content_type=codec.content_type,
+            alert_id=first_id + i,
+            sequence=i,
+        )
+        for i in range(n)
+    ]
+
+
+def test_a_new_member_of_a_latest_group_starts_where_the_group_started(
+    kafka_cluster, alerts, codec
+) -> None:
+    """A group's start is the group's, not one member's: a member that replaces one which
+    read nothing (it crashed, or was scaled down) resumes where the group started, not at a
+    later end of the partitions past every alert published meanwhile."""
+    transport = _topic(kafka_cluster, partitions=3)
+    group = f"replaced-{uuid.uuid4().hex[:8]}"
+    first = transport.open_subscriber(Start.latest(), group=group, commit="manual")
+    envelopes = _numbered(codec, alerts, 30, 30_000_000)
+    _publish(transport, envelopes)
+    first.close()  # read nothing, committed nothing itself
+    second = transport.open_subscriber(Start.latest(), group=group)
+    got = {r.envelope.alert_id for r in drain(second, 30, timeout=20)}
+    second.close()
+    assert got == {e.alert_id for e in envelopes}
+
+
+def test_a_rebalance_resumes_each_partition_where_the_subscriber_left_it(
+    kafka_cluster, alerts, codec
+) -> None:
+    """What the group does when its coordinator dies and the member's session expires (CI
+    saw it when a broker kill moved the coordinator): the same member is given the same
+    partitions again, here forced by leaving and rejoining the group. A manual-commit
+    subscriber (the mini-broker's kind) that has committed nothing resumes after what it
+    read, neither skipping to the end nor re-reading."""
+    transport = _topic(kafka_cluster, partitions=3)
+    sub = transport.open_subscriber(Start.latest(), commit="manual")
+    envelopes = _numbered(codec, alerts, 30, 31_000_000)
+    _publish(transport, envelopes)
+    before = [r.envelope.alert_id for r in drain(sub, 10, timeout=20)]
+    consumer = sub._consumer
+    consumer.unsubscribe()
+    consumer.subscribe([transport.topic], on_assign=sub._on_assign, on_revoke=sub._on_revoke)
+    after = [r.envelope.alert_id for r in drain(sub, 20, timeout=30)]
+    assert sub.poll(2.0) is None
+    duplicates = sub.duplicates
+    sub.close()
+    assert len(before) == 10 and len(after) == 20
+    assert sorted(before + after) == [e.alert_id for e in envelopes]
+    assert duplicates == 0  # resumed after what it read, not from the group's start
+
+
 def test_bad_messages_are_reported_with_their_position_and_skipped(
     kafka_cluster, alerts, codec
 ) -> None:
