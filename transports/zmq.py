@@ -1,6 +1,6 @@
 """ZeroMQ transport (pyzmq): PUB/SUB fan-out or PUSH/PULL pipelines, no broker, no replay.
 
-URL: ``zmq+tcp://127.0.0.1:PORT?pattern=pubsub|pushpull&hwm=1000``. The publisher binds.
+URL: ``zmq+tcp://127.0.0.1:PORT?pattern=pubsub|pushpull&hwm=N``. The publisher binds.
 
 * ``pubsub``: every subscriber gets every envelope sent after its subscription arrived. When a
   subscriber's high-water mark (``hwm`` messages, each side) is reached, ZeroMQ **drops** new
@@ -47,6 +47,15 @@ from alertbench.transports.tcp import host_port
 
 log = logging.getLogger(__name__)
 PATTERNS = ("pubsub", "pushpull")
+PUBSUB_HWM = 40_000
+"""A peak visit (LSST: up to 40,000 alerts). libzmq's own 1,000 dropped half of a 2,000-alert
+burst sent at full speed (measured here). The cost is memory, only while a subscriber lags:
+a subscriber a whole peak visit behind holds up to 40,000 x ~134 KB (about 5.4 GB) on the
+publisher's side; a publisher with less memory per subscriber sets ``hwm`` lower and accepts
+the drops, which are counted."""
+PUSHPULL_HWM = 1_000
+"""libzmq's own: a full queue blocks the publisher, so a larger one only delays that and costs
+memory."""
 SUBSCRIPTION_MAX = 4096
 """Largest message a publisher accepts from a peer (a subscription is 1 byte + a prefix)."""
 
@@ -66,7 +75,14 @@ class ZmqTransport(BaseTransport):
                 "choice",
                 choices=PATTERNS,
             ),
-            "hwm": Option(1000, "high-water mark, messages queued on each side", "int", minimum=1),
+            "hwm": Option(
+                0,
+                "high-water mark, messages queued on each side; 0: the pattern's own, pubsub "
+                f"{PUBSUB_HWM:,} (a peak visit for a subscriber that reads none of it "
+                f"meanwhile), pushpull {PUSHPULL_HWM:,} (it blocks the publisher instead)",
+                "int",
+                minimum=0,
+            ),
             "max_message": Option(
                 MAX_FRAME,
                 "largest message part a subscriber accepts, bytes (ZMQ_MAXMSGSIZE: a peer "
@@ -100,7 +116,9 @@ class ZmqTransport(BaseTransport):
         host, port = host_port(self.netloc, url)
         self.endpoint = f"{self.scheme.split('+', 1)[1]}://{host}:{port}"
         self.pattern: str = self.options["pattern"]
-        self.hwm: int = self.options["hwm"]
+        self.hwm: int = self.options["hwm"] or (
+            PUSHPULL_HWM if self.pattern == "pushpull" else PUBSUB_HWM
+        )
         self.max_message: int = self.options["max_message"]
         self.handshake_ms = int(self.options["handshake_timeout"] * 1000)
         self.heartbeat_ms = int(self.options["heartbeat"] * 1000)
