@@ -64,6 +64,22 @@ def _timed(fn: Callable[[], Any], n: int, repeats: int) -> dict[str, float]:
     }
 
 
+STOCK_VTP_FRAME = 99_999
+"""The largest frame a stock Twisted-based VTP peer (Comet 3.1.0) accepts; larger ones it drops
+without a word (transports/vtp.py)."""
+
+
+def _sizes(encoded: list[bytes]) -> dict[str, float]:
+    """The distribution of message sizes: a mean hides the alerts that do not fit a frame."""
+    sizes = sorted(len(e) for e in encoded)
+    return {
+        "median": statistics.median(sizes),
+        "p99": sizes[min(len(sizes) - 1, int(0.99 * len(sizes)))],
+        "max": sizes[-1],
+        "fit_stock_vtp": sum(1 for n in sizes if n <= STOCK_VTP_FRAME) / len(sizes),
+    }
+
+
 def run_codec_bench(
     n_alerts: int = 100, seed: int = 11, repeats: int = 5, announce: Any = print
 ) -> dict[str, Any]:
@@ -80,6 +96,7 @@ def run_codec_bench(
             "serializer": name,
             "options": options,
             "bytes_per_alert": statistics.mean(len(e) for e in encoded),
+            "bytes": _sizes(encoded),
             "encode_us": _timed(lambda c=codec: [c.dumps(a) for a in alerts], n_alerts, repeats),
             "decode_us": _timed(lambda c=codec, e=encoded: [c.loads(m) for m in e], n_alerts,
                                 repeats),
@@ -163,6 +180,23 @@ def render_codecs(doc: dict[str, Any], provenance: list[str]) -> str:
             f"{cell(r['decode_us'])} | {cell(r.get('columns_us'))} | "
             f"{r['alerts_per_second_per_core']:,.0f} |"
         )
+    if all("bytes" in r for r in rows):  # runs before the size distribution was recorded
+        lines += [
+            "",
+            "## Message sizes",
+            "",
+            f"Bytes per message over the {doc['alerts']} alerts; the last column is the share "
+            f"a stock Twisted-based VTP peer (Comet 3.1.0) accepts: frames of at most "
+            f"{STOCK_VTP_FRAME:,} bytes (larger ones it drops silently).",
+            "",
+            "| codec | median | p99 | max | fits a stock VTP frame |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            *(
+                f"| {r['codec']} | {r['bytes']['median']:,.0f} | {r['bytes']['p99']:,.0f} | "
+                f"{r['bytes']['max']:,.0f} | {r['bytes']['fit_stock_vtp']:.0%} |"
+                for r in rows
+            ),
+        ]
     q = doc["native_ratios"]
     met = doc["targets_met"]
     goal = doc["targets"]["ratios_vs_cavro"]
