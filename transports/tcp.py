@@ -41,7 +41,7 @@ from alertbench.transports.base import (
     Start,
     refuse_replay,
 )
-from alertbench.transports.framing import SocketSubscriber, encode_frame, read_frame
+from alertbench.transports.framing import FrameReader, SocketSubscriber, encode_frame
 
 from alertbench.errors import ConfigError
 
@@ -422,6 +422,7 @@ class TcpSubscriber(SocketSubscriber):
 
     def _serve(self, sock: socket.socket) -> None:
         origin = f"tcp://{self.address[0]}:{self.address[1]}"
+        reader = FrameReader(sock, self.max_frame)
         while not self._stop.is_set():
-            envelope = read_frame(sock, self.max_frame)
+            envelope = reader.read()
             self._put(Received(envelope, time.time_ns(), origin=origin, position=envelope.sequence))
