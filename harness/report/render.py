@@ -602,3 +602,16 @@ def render_codecs(doc: dict[str, Any], out_dir: Path | None = None) -> str:
     if out_dir is not None:
         plots.codec_costs(doc["rows"], out_dir / CODECS_PNG)
     return text(doc, run_header(doc)) + f"\n![encode and decode µs per alert]({CODECS_PNG})\n"
+
+
+# --------------------------------------------------------------------------- xml-compression
+
+
+@renderer("xml-compression")
+def render_xml_compression(doc: dict[str, Any], out_dir: Path | None = None) -> str:
+    """Compressed VOEvent XML, per message and in Kafka (alertbench bench xml-compression)."""
+    from alertbench.harness import xml_compression
+
+    if out_dir is not None:
+        xml_compression.plot(doc, out_dir / xml_compression.PNG)
+    return xml_compression.render(doc, run_header(doc))

@@ -52,6 +52,7 @@ KINDS = (
     "workload-run",
     "max-rate",
     "codecs",
+    "xml-compression",
 )
 
 """Names of options, query parameters and command-line flags whose value is never written."""
@@ -290,6 +291,8 @@ def infer_kind(data: Mapping[str, Any]) -> str | None:
         return "workload-run"
     if "native_ratios" in data and "rows" in data:
         return "codecs"
+    if "per_message" in data and "kafka" in data:
+        return "xml-compression"
     rows = data.get("results")
     if isinstance(rows, list) and rows and isinstance(rows[0], Mapping):
         first = rows[0]

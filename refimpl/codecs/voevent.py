@@ -52,10 +52,11 @@ import numpy as np
 from alertbench.refimpl.alert.records import FieldSpec, field_specs
 from alertbench.refimpl.alert.schema import AlertSchema, load_schema
 from alertbench.refimpl.codecs.base import Alert
+from alertbench.refimpl.codecs.zstdframe import DEFAULT_LEVEL, ZstdFrameError, ZstdFrames
 from astropy.time import Time
 from lxml import etree
 
-from alertbench.errors import ConfigError, DecodeError, EncodeError
+from alertbench.errors import ConfigError, DecodeError, EncodeError, UnknownSerializerError
 from alertbench.xmlsafe import VOEVENT_NS, UnsafeXmlError, parse_untrusted, voevent_xsd
 
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
@@ -67,6 +68,12 @@ LIGHT_CURVE = "lightCurve"
 DEFAULT_REFERENCE_BASE = "https://alertbench.example/cutouts"
 DEFAULT_IVORN_BASE = "ivo://alertbench.example/rubin-sim"
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+XML_MEDIA_TYPE = "application/x-voevent+xml"
+ZSTD_MEDIA_TYPE = "application/x-voevent+xml+zstd"
+"""Per-message zstd XML: a media type of its own, not a parameter, so a consumer dispatching on
+the media type cannot hand zstd bytes to an XML parser, and a transport that carries only XML
+(VTP) refuses it (:meth:`Capabilities.carries` ignores parameters)."""
+COMPRESSIONS = ("none", "zstd")
 
 
 def unit_and_ucd(record: str, name: str) -> tuple[str | None, str | None]:
@@ -179,17 +186,24 @@ class VoeventSerializer:
     """VOEvent 2.0 XML for Rubin alerts (``mode``: ``embed``, ``reference`` or ``compact``).
 
     ``reference_base`` (or its older name ``cutout_url_base``) is where ``reference`` and
-    ``compact`` packets point for cutouts and, in ``compact``, the light curve."""
+    ``compact`` packets point for cutouts and, in ``compact``, the light curve.
+
+    ``compression="zstd"`` (``compression_level`` 1-19, default 3) makes each packet one zstd
+    frame of the XML, with the content type :data:`ZSTD_MEDIA_TYPE`; ``loads`` then accepts only
+    one complete frame whose content is at most ``max_bytes`` (refused from the frame header, or
+    when the bounded output buffer overflows: a zstd bomb never allocates more), then parses the
+    XML as usual. An option, not a serializer of its own, so the matrix does not grow by a slow
+    XML combination per transport; :meth:`for_content_type` picks the right one from a header."""
 
     name = "voevent"
-    media_type = "application/x-voevent+xml"
+    media_type = XML_MEDIA_TYPE
 
     @staticmethod
     def recognizes(data: bytes) -> bool:
         """An XML document."""
         return data.lstrip()[:1] == b"<"
 
-    content_type = "application/x-voevent+xml"
+    content_type = XML_MEDIA_TYPE
 
     def __init__(
         self,
@@ -200,9 +214,21 @@ class VoeventSerializer:
         validate: bool = True,
         max_bytes: int = DEFAULT_MAX_BYTES,
         reference_base: str | None = None,
+        compression: str = "none",
+        compression_level: int | str = DEFAULT_LEVEL,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"VOEvent mode must be one of {MODES}, got {mode!r}")
+        if compression not in COMPRESSIONS:
+            raise ConfigError(
+                f"VOEvent compression must be one of {COMPRESSIONS}, got {compression!r}"
+            )
+        self.compression = compression
+        self._zstd = (
+            ZstdFrames(compression_level, max_output=max_bytes) if compression == "zstd" else None
+        )
+        if self._zstd is not None:
+            self.media_type = self.content_type = ZSTD_MEDIA_TYPE
         if reference_base is not None:
             cutout_url_base = reference_base
         self.schema: AlertSchema = load_schema(schema_version)
@@ -384,7 +410,17 @@ class VoeventSerializer:
                     f"produced VOEvent fails the VOEvent 2.0 XSD: {xsd.error_log.last_error}",
                     codec=self.name,
                 )
-        return data
+        return self._zstd.compress(data) if self._zstd is not None else data
+
+    @classmethod
+    def for_content_type(cls, content_type: str, **options: Any) -> VoeventSerializer:
+        """The serializer that reads messages of ``content_type`` (plain or zstd XML)."""
+        media_type = content_type.split(";", 1)[0].strip().lower()
+        if media_type == ZSTD_MEDIA_TYPE:
+            return cls(**{**options, "compression": "zstd"})
+        if media_type == XML_MEDIA_TYPE:
+            return cls(**{**options, "compression": "none"})
+        raise UnknownSerializerError(f"not a VOEvent content type: {content_type!r}")
 
     # -- decoding ---------------------------------------------------------------------------
 
@@ -411,6 +447,11 @@ class VoeventSerializer:
         return root
 
     def loads(self, data: bytes) -> Alert:
+        if self._zstd is not None:
+            try:
+                data = self._zstd.decompress(bytes(data))
+            except ZstdFrameError as exc:
+                raise DecodeError(str(exc), codec=self.name, raw=bytes(data)[:1024]) from exc
         root = self.parse(bytes(data))
         try:
             return self.from_element(root)
