@@ -28,17 +28,20 @@ for room when the producer's local queue is full. Each output keeps counts of wh
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from alertbench.refimpl.codecs.voevent import VoeventSerializer
 from alertbench.refimpl.minibroker.ports import AlertInput, UserOutput
+from alertbench.refimpl.minibroker.store import Network, VtpPort, allows
 from alertbench.transports.base import MAX_FRAME, Start, Subscriber
 from alertbench.transports.kafka import KafkaTransport
 from alertbench.transports.servers.kafka_cluster import ADMIN_USER, PRODUCER_USER
-from alertbench.transports.vtp import VtpBroker
+from alertbench.transports.vtp import IpAddress, VtpBroker
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from alertbench.errors import ConfigError, TransportError
@@ -389,6 +392,25 @@ class VtpUserStreams:
     fields a VO user filters on, with the light curve and cutouts by reference. ``reference``
     mode (full history inline) is still over 100 KB for about a third of realistic alerts, and
     Comet drops such frames without a word, so compact is what a stock peer can relay.
+
+    Users' own ports (``user_ports``, from the store's :meth:`~alertbench.refimpl.minibroker.
+    store.MiniBrokerStore.vtp_ports`): for stock VTP subscribers, Comet's included, which answer
+    ``authenticate`` only with their XPath filters and so cannot present a token. Each such
+    user gets a broadcast port of their own next to the token port, and the address a
+    subscriber connects from is its credential there (Comet's own model, an IP allow-list): one
+    connecting from an allowed address gets that user's stream at once, with no authenticate
+    exchange; any other is sent a nak and closed (counted in the broker's
+    ``subscribers_refused_address``, logged) before it can be sent anything. The token port is
+    unchanged. The XPath filters a Comet subscriber holds are not applied: the user's stored
+    filters select their stream, as on the token port.
+
+    The ports follow the store: :meth:`refresh` applies what changed (a port opened, moved or
+    closed, its subscribers disconnected; an allow-list replaced, and the subscribers it no
+    longer allows disconnected), and, given ``revision``, a thread calls it within
+    ``reload_interval`` seconds of each change of the store's revision, whether or not alerts
+    are flowing. A port that cannot be opened (in use, or the token port itself) is logged and
+    kept in :attr:`port_errors`; the other users are served, and it is tried again at the next
+    change.
     """
 
     name = "vtp"
@@ -400,6 +422,9 @@ class VtpUserStreams:
         host: str = "127.0.0.1",
         port: int = 0,
         serializer: VoeventSerializer | None = None,
+        user_ports: Callable[[], Sequence[VtpPort]] | None = None,
+        revision: Callable[[], int] | None = None,
+        reload_interval: float = 2.0,
         **broker_options: Any,
     ) -> None:
         self.serializer = serializer or VoeventSerializer(mode="compact")
@@ -414,6 +439,25 @@ class VtpUserStreams:
         self.delivered: Counter[str] = Counter()
         self.no_subscriber: Counter[str] = Counter()
         self._encoded: OrderedDict[int, bytes] = OrderedDict()  # alert id -> VOEvent, recent
+        self._user_ports = user_ports
+        self._opened: dict[str, tuple[int, int]] = {}  # user -> (port asked for, port bound)
+        self._allow: dict[str, tuple[Network, ...]] = {}  # read by the ports' accept threads
+        self.port_errors: dict[str, str] = {}
+        """user -> why their own port could not be opened (retried at the store's next change)."""
+        self._refreshing = threading.Lock()
+        self._closing = threading.Event()
+        self._reloader: threading.Thread | None = None
+        if user_ports is not None:
+            seen = revision() if revision is not None else 0  # before: no change slips between
+            self.refresh()
+            if revision is not None:
+                self._reloader = threading.Thread(
+                    target=self._follow,
+                    args=(revision, reload_interval, seen),
+                    daemon=True,
+                    name="vtp-user-ports",
+                )
+                self._reloader.start()
 
     def _check(self, params: dict[str, str]) -> str | None:
         try:
@@ -424,6 +468,81 @@ class VtpUserStreams:
     @property
     def url(self) -> str:
         return f"vtp://{self.broker.host}:{self.broker.broadcast_port}"
+
+    # -- users' own ports (address allow-lists) -------------------------------------------------
+
+    def user_ports(self) -> dict[str, int]:
+        """user -> the port of their own being served (the one chosen, for port 0)."""
+        return {user: bound for user, (_, bound) in self._opened.items()}
+
+    def _admits(self, user: str) -> Callable[[IpAddress], str | None]:
+        def admit(address: IpAddress) -> str | None:
+            return user if allows(self._allow.get(user, ()), address) else None
+
+        return admit
+
+    def refresh(self) -> None:
+        """Make the users' own ports what the store says now (see the class docstring)."""
+        if self._user_ports is None:
+            return
+        with self._refreshing:
+            wanted = {grant.user: grant for grant in self._user_ports()}
+            for user in [u for u in self._opened if u not in wanted]:
+                _, bound = self._opened[user]
+                self.broker.unlisten(bound, f"user {user}'s VTP port was removed")
+                del self._opened[user]  # once closed: user_ports() never lists a closing port
+                self._allow.pop(user, None)
+                log.info("mini-broker: closed user %s's VTP port %d", user, bound)
+            for user in [u for u in self.port_errors if u not in wanted]:
+                del self.port_errors[user]
+            for grant in wanted.values():
+                self._apply(grant)
+
+    def _apply(self, grant: VtpPort) -> None:
+        user, opened = grant.user, self._opened.get(grant.user)
+        if opened is not None and opened[0] == grant.port:
+            if self._allow.get(user) != grant.allow:
+                self._allow[user] = grant.allow
+                dropped = self.broker.recheck(opened[1])
+                log.info(
+                    "mini-broker: user %s's VTP port %d now allows %s (%d subscribers dropped)",
+                    user, opened[1], _shown(grant.allow), dropped,
+                )  # fmt: skip
+            return
+        if opened is not None:  # moved: the old port closes, with its subscribers
+            self.broker.unlisten(opened[1], f"user {user}'s VTP port moved")
+            del self._opened[user]
+        self._allow[user] = grant.allow
+        if grant.port and grant.port == self.broker.broadcast_port:
+            self._port_error(user, f"port {grant.port} is the token port")
+            return
+        try:
+            bound = self.broker.listen(grant.port, self._admits(user))
+        except OSError as exc:
+            self._port_error(user, f"cannot open port {grant.port}: {exc}")
+            return
+        self._opened[user] = (grant.port, bound)
+        self.port_errors.pop(user, None)
+        log.info(
+            "mini-broker: user %s subscribes over VTP at vtp://%s:%d from %s (no token)",
+            user, self.broker.host, bound, _shown(grant.allow),
+        )  # fmt: skip
+
+    def _port_error(self, user: str, why: str) -> None:
+        self._allow.pop(user, None)
+        self.port_errors[user] = why
+        log.error("mini-broker: user %s's own VTP port is not served: %s", user, why)
+
+    def _follow(self, revision: Callable[[], int], interval: float, seen: int) -> None:
+        """Refresh whenever the store's revision changes from ``seen``, until :meth:`close`."""
+        while not self._closing.wait(interval):
+            try:
+                now = revision()
+                if now != seen:
+                    self.refresh()
+                    seen = now
+            except Exception:  # a locked or vanished store: logged, tried again next time
+                log.exception("mini-broker: could not reload the users' VTP ports")
 
     def deliver(self, user: str, alert: dict[str, Any], payload: bytes, filters: list[str]) -> None:
         if not self.broker.subscribers_of(user):
@@ -448,4 +567,11 @@ class VtpUserStreams:
         return 0
 
     def close(self) -> None:
+        self._closing.set()
+        if self._reloader is not None:
+            self._reloader.join(timeout=5)
         self.broker.stop()
+
+
+def _shown(allow: Sequence[Network]) -> str:
+    return ", ".join(str(network) for network in allow)

@@ -46,6 +46,10 @@ every peer cut off by one is counted in :meth:`VtpBroker.counters`:
   seconds, or whose socket accepts nothing for ``write_timeout`` seconds, is disconnected too.
 * Whatever an author's bytes make the parser or the validator do, the author gets a nak with
   the reason (a DTD, in any encoding, is refused: see :mod:`alertbench.xmlsafe`).
+
+Keyed ports (:meth:`VtpBroker.listen`): more broadcast ports, each admitting subscribers by the
+address they connect from (Comet's subscriber allow-list) instead of an ``authenticate``
+exchange; an admitted subscriber receives what :meth:`VtpBroker.deliver` sends to the port's key.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from alertbench.transports.base import (
@@ -178,6 +182,7 @@ COUNTERS = (
     "author_idle_timeouts",
     "author_frame_timeouts",
     "subscribers_refused_full",
+    "subscribers_refused_address",
     "subscribers_dropped",
     "slow_subscribers_dropped",
     "subscriber_write_timeouts",
@@ -448,10 +453,19 @@ class _Session:
     as reads time out.
     """
 
-    def __init__(self, broker: VtpBroker, conn: socket.socket, peer: Any) -> None:
+    def __init__(
+        self,
+        broker: VtpBroker,
+        conn: socket.socket,
+        peer: Any,
+        key: str | None = None,
+        listener: int | None = None,
+    ) -> None:
         self.broker = broker
         self.conn = conn
         self.peer = peer
+        self.listener = listener
+        """The keyed port (:meth:`VtpBroker.listen`) it came in on, None for the broadcast port."""
         self.outbox = _Outbox(broker.subscriber_buffer, broker.outbox_bytes)
         self.outstanding = 0
         self.acks = 0
@@ -460,8 +474,9 @@ class _Session:
         self.last_heard = time.monotonic()
         self.alive_sent_at: float | None = None
         self.closed = threading.Event()
-        self.key: str | None = None
-        """Whose events this subscriber receives, once authenticated (``subscriber_auth``)."""
+        self.key: str | None = key
+        """Whose events this subscriber receives: once authenticated (``subscriber_auth``), or
+        from the start on a keyed port."""
         self.connected_at = time.monotonic()
         self._acked = threading.Condition(threading.Lock())
         self._closing = threading.Lock()
@@ -485,7 +500,7 @@ class _Session:
     def _write(self) -> None:
         broker = self.broker
         try:
-            if broker.subscriber_auth is not None:  # ask who this is
+            if broker.subscriber_auth is not None and self.listener is None:  # ask who this is
                 send_frame(self.conn, transport_message("authenticate", broker.local_ivo))
             while not self.closed.is_set():
                 data = self.outbox.take(0.2)
@@ -530,6 +545,8 @@ class _Session:
             self.last_heard = time.monotonic()
             if message.role == "iamalive":
                 self.alive_sent_at = None
+            elif message.role == "authenticate" and self.listener is not None:
+                pass  # admitted by its address already: whatever it presents changes nothing
             elif message.role == "authenticate" and broker.subscriber_auth is not None:
                 try:
                     key = broker.subscriber_auth(message.params)
@@ -570,6 +587,55 @@ class _Session:
         self.outbox.clear()
         with self._acked:
             self._acked.notify_all()
+
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+REFUSAL_LOG_INTERVAL = 10.0
+
+
+def peer_address(peer: Any) -> IpAddress | None:
+    """A socket peer's address as an ``ipaddress`` object (an IPv6 scope such as ``%eth0``
+    dropped), or None if it is not an IP address."""
+    try:
+        return ipaddress.ip_address(str(peer[0]).split("%", 1)[0])
+    except (ValueError, IndexError, TypeError):
+        return None
+
+
+@dataclass
+class _KeyedPort:
+    """A broadcast port opened by :meth:`VtpBroker.listen`: admits subscribers by address."""
+
+    port: int
+    sock: socket.socket
+    admit: Callable[[IpAddress], str | None]
+    closed: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    _logged: dict[str, float] = field(default_factory=dict)
+
+    def should_log(self, address: str) -> bool:
+        """Whether to log a refusal of ``address``: once per :data:`REFUSAL_LOG_INTERVAL`
+        seconds per address, so a peer reconnecting in a loop cannot flood the log (every
+        refusal is counted all the same)."""
+        now = time.monotonic()
+        if now - self._logged.get(address, -math.inf) < REFUSAL_LOG_INTERVAL:
+            return False
+        if len(self._logged) >= 1024:
+            self._logged.clear()
+        self._logged[address] = now
+        return True
+
+    def key_for(self, peer: Any) -> str | None:
+        """The key ``admit`` gives this peer; None (refused) for a non-IP peer or if ``admit``
+        fails (logged): a bug in it must not open the port."""
+        address = peer_address(peer)
+        if address is None:
+            return None
+        try:
+            return self.admit(address)
+        except Exception:
+            log.exception("VTP broker: admit failed for %s on port %d", peer, self.port)
+            return None
 
 
 class VtpBroker(CountsSubscribers):
@@ -645,6 +711,7 @@ class VtpBroker(CountsSubscribers):
         self.receive_port = self._receive.getsockname()[1]
         self.broadcast_port = self._broadcast.getsockname()[1]
         self._sessions: list[_Session] = []
+        self._listeners: dict[int, _KeyedPort] = {}
         self._lock = threading.Lock()
         self._fanout = threading.Lock()
         self._author_slots = threading.BoundedSemaphore(self.max_authors)
@@ -707,10 +774,11 @@ class VtpBroker(CountsSubscribers):
                 time.sleep(0.1)
         raise OSError("the broker is stopping")
 
-    def _turn_away(self, conn: socket.socket, reason: str) -> None:
+    def _turn_away(self, conn: socket.socket, reason: str, logged: bool = True) -> None:
         """Refuse a connection at once: a nak saying why, then close (from the accept thread,
         so it must not wait: a second at most, for a reply that fits any socket buffer)."""
-        log.warning("VTP broker turned a connection away: %s", reason)
+        if logged:
+            log.warning("VTP broker turned a connection away: %s", reason)
         with contextlib.suppress(OSError):
             conn.settimeout(1.0)
             send_frame(conn, transport_message("nak", "", self.local_ivo, result=reason))
@@ -761,24 +829,117 @@ class VtpBroker(CountsSubscribers):
                 return  # the broker is stopping
             if accepted is None:
                 continue
-            conn, peer = accepted
-            with self._lock:
-                full = len(self._sessions) >= self.max_subscribers
-                if full:
-                    self._counts["subscribers_refused_full"] += 1
+            self._open_session(*accepted)
+
+    def _open_session(
+        self, conn: socket.socket, peer: Any, key: str | None = None, listener: int | None = None
+    ) -> None:
+        """Serve a new subscriber, or turn it away at once if ``max_subscribers`` are in."""
+        with self._lock:
+            full = len(self._sessions) >= self.max_subscribers
             if full:
-                self._turn_away(
-                    conn, f"broker is full: {self.max_subscribers} subscribers are connected"
-                )
-                continue
-            conn.settimeout(self.write_timeout)
-            session = _Session(self, conn, peer)
-            with self._lock:
-                self._sessions.append(session)
+                self._counts["subscribers_refused_full"] += 1
+        if full:
+            self._turn_away(
+                conn, f"broker is full: {self.max_subscribers} subscribers are connected"
+            )
+            return
+        conn.settimeout(self.write_timeout)
+        session = _Session(self, conn, peer, key, listener)
+        with self._lock:
+            self._sessions.append(session)
+        try:
+            session.start()
+        except RuntimeError as exc:
+            session.close(f"could not start its threads: {exc}")
+
+    def _broadcast_sessions(self) -> list[_Session]:
+        """The subscribers of the broadcast port (call with the lock held): authors' events go
+        to them, never to a keyed port's."""
+        return [s for s in self._sessions if s.listener is None]
+
+    # -- keyed ports ---------------------------------------------------------------------------
+
+    def listen(self, port: int, admit: Callable[[IpAddress], str | None]) -> int:
+        """Open one more broadcast port on the broker's host (0: one the OS picks); return it.
+
+        Each connection to it is admitted by its peer's address: ``admit(address)`` returns the
+        key whose events (:meth:`deliver`) the subscriber then receives, with no
+        ``authenticate`` exchange (one it sends anyway is ignored), or None: the connection is
+        sent a nak and closed at once, counted in ``subscribers_refused_address`` and logged.
+        ``admit`` runs on the port's accept thread: keep it quick, and let it read state the
+        caller may replace (then call :meth:`recheck`). OSError if the port cannot be bound.
+        """
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.create_server((self.host, port), family=family)
+        sock.settimeout(0.2)
+        bound = sock.getsockname()[1]
+        keyed = _KeyedPort(bound, sock, admit)
+        with self._lock:
+            self._listeners[bound] = keyed
+        keyed.thread = threading.Thread(
+            target=self._accept_keyed, args=(keyed,), daemon=True, name=f"vtp-keyed-{bound}"
+        )
+        keyed.thread.start()
+        return bound
+
+    def unlisten(self, port: int, reason: str = "its port was closed") -> None:
+        """Close a port :meth:`listen` opened and disconnect its subscribers (no-op if none)."""
+        with self._lock:
+            keyed = self._listeners.pop(port, None)
+            sessions = [s for s in self._sessions if s.listener == port]
+        if keyed is None:
+            return
+        keyed.closed.set()
+        if keyed.thread is not None:
+            keyed.thread.join(timeout=2)
+        keyed.sock.close()
+        for session in sessions:
+            session.close(reason)
+
+    def recheck(self, port: int) -> int:
+        """Ask the port's ``admit`` again about each connected subscriber (after the state it
+        reads changed); disconnect those it now refuses or maps to another key. Returns how
+        many were disconnected."""
+        with self._lock:
+            keyed = self._listeners.get(port)
+            sessions = [s for s in self._sessions if s.listener == port]
+        if keyed is None:
+            return 0
+        dropped = 0
+        for session in sessions:
+            if keyed.key_for(session.peer) != session.key:
+                session.close("no longer admitted on its port")
+                dropped += 1
+        return dropped
+
+    def keyed_ports(self) -> dict[int, int]:
+        """Port -> subscribers connected to it, for every port :meth:`listen` opened."""
+        with self._lock:
+            return {
+                port: sum(1 for s in self._sessions if s.listener == port)
+                for port in self._listeners
+            }
+
+    def _accept_keyed(self, keyed: _KeyedPort) -> None:
+        while not (self._stop.is_set() or keyed.closed.is_set()):
             try:
-                session.start()
-            except RuntimeError as exc:
-                session.close(f"could not start its threads: {exc}")
+                conn, peer = keyed.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if self._stop.is_set() or keyed.closed.is_set():
+                    return
+                log.warning("VTP broker could not accept on port %d: %s", keyed.port, exc)
+                time.sleep(0.1)
+                continue
+            key = keyed.key_for(peer)
+            if key is None:
+                self._count("subscribers_refused_address")
+                reason = f"{peer[0]} may not subscribe on port {keyed.port}"
+                self._turn_away(conn, reason, logged=keyed.should_log(str(peer[0])))
+                continue
+            self._open_session(conn, peer, key, keyed.port)
 
     def _forget(self, session: _Session, reason: str, counter: str | None = None) -> None:
         self.dropped.append(reason)
@@ -874,7 +1035,7 @@ class VtpBroker(CountsSubscribers):
         ever waiting: a subscriber whose outbox is full is disconnected, after the lock."""
         with self._fanout:
             with self._lock:
-                sessions = [] if self.subscriber_auth else list(self._sessions)
+                sessions = [] if self.subscriber_auth else self._broadcast_sessions()
             behind = [session for session in sessions if not session.outbox.offer(data)]
             self.accepted += 1
         for session in behind:
@@ -909,6 +1070,10 @@ class VtpBroker(CountsSubscribers):
 
     def stop(self) -> None:
         self._stop.set()
+        with self._lock:
+            ports = list(self._listeners)
+        for port in ports:
+            self.unlisten(port, "broker stopping")
         with self._lock:
             sessions = list(self._sessions)
         for session in sessions:

@@ -77,6 +77,54 @@ def cmd_user_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 0 meaning "one the service picks when it starts"."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
+    return value
+
+
+def allow_block(text: str) -> str:
+    """An address or CIDR block, checked now (one line, exit 2, for a bad one)."""
+    from alertbench.refimpl.minibroker.store import parse_allow_list
+
+    try:
+        return str(parse_allow_list([text])[0])
+    except AlertbenchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_user_vtp_port(args: argparse.Namespace) -> int:
+    """A user's own VTP port with an IP allow-list: for stock subscribers (Comet) that cannot
+    answer with a token. A running service applies it within seconds (it follows the store)."""
+    with _store(args) as store:
+        if args.remove:
+            store.remove_vtp_port(args.name)
+            out.print(f"user {args.name!r}: own VTP port removed", markup=False)
+            return 0
+        if args.port is None or not args.allow:
+            raise ConfigError("minibroker user vtp-port: give --port and --allow, or --remove")
+        grant = store.set_vtp_port(args.name, args.port, args.allow)
+    where = f"port {grant.port}" if grant.port else "a port the service picks (see its log)"
+    allowed = ", ".join(str(n) for n in grant.allow)
+    out.print(
+        f"user {args.name!r}: VTP subscribers from {allowed} get their stream on {where}",
+        markup=False,
+    )
+    return 0
+
+
+def cmd_user_vtp_ports(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        for grant in store.vtp_ports():  # tab-separated, for scripts
+            print(f"{grant.user}\t{grant.port}\t{','.join(str(n) for n in grant.allow)}")
+    return 0
+
+
 def cmd_filter_add(args: argparse.Namespace) -> int:
     with _store(args) as store:
         stored = store.add_filter(_token(args), args.name, args.expression)
@@ -130,8 +178,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     auth = {"user": args.kafka_user, "password": args.kafka_password}
     with ExitStack() as stack:
         store = stack.enter_context(_store(args))
-        vtp = VtpUserStreams(store.authenticate, port=args.vtp_port)
+        vtp = VtpUserStreams(
+            store.authenticate,
+            port=args.vtp_port,
+            user_ports=store.vtp_ports,
+            revision=store.revision,
+        )
         stack.callback(vtp.close)
+        for name, port in vtp.user_ports().items():
+            console.print(f"mini-broker: user {name!r} has VTP port {port} (IP allow-list)")
+        for name, why in vtp.port_errors.items():
+            console.print(f"mini-broker: user {name!r}'s own VTP port is not served: {why}")
         outputs = [vtp, KafkaUserTopics(f"kafka://{bootstrap}", **auth)]
         broker = MiniBroker(store, outputs)
         console.print(
@@ -242,6 +299,28 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     kafka_auth(rotate)
     common(rotate)
     rotate.set_defaults(func=cmd_user_rotate)
+    vport = user.add_parser(
+        "vtp-port",
+        help="give a user a VTP port of their own, open to listed addresses (no token: Comet)",
+        description="Stock VTP subscribers such as Comet cannot answer the token port's "
+        "authenticate request; on a user's own port the subscriber's address is its credential "
+        "(Comet's allow-list model). Connections from other addresses are refused at once.",
+    )
+    vport.add_argument("name")
+    vport.add_argument("--port", type=port_number, default=None, help="0: the service picks")
+    vport.add_argument(
+        "--allow",
+        type=allow_block,
+        action="append",
+        default=[],
+        help="address or CIDR block a subscriber may connect from (repeat for more)",
+    )
+    vport.add_argument("--remove", action="store_true", help="close the user's own port")
+    common(vport)
+    vport.set_defaults(func=cmd_user_vtp_port)
+    vports = user.add_parser("vtp-ports", help="list users' own VTP ports and allow-lists")
+    common(vports)
+    vports.set_defaults(func=cmd_user_vtp_ports)
 
     filt = mbsub.add_parser("filter", help="users: manage your filters").add_subparsers(
         dest="filter_command", required=True

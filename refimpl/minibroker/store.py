@@ -5,6 +5,10 @@ without a server of their own: the service re-reads the filters whenever the sto
 changes (checked between batches). Tokens are shown once, when made, and only their SHA-256 is
 stored; every call a user makes goes through :meth:`MiniBrokerStore.authenticate`, and every query
 after it is scoped to that user, so a token never reaches another user's filters.
+
+A user may also be given a VTP port of their own with an IP allow-list (:meth:`set_vtp_port`):
+Comet's model of a subscriber, for stock VTP peers that cannot present a token. The operator
+sets it; the address a subscriber connects from is then its credential on that port.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import ipaddress
+import json
 import re
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +58,46 @@ CREATE TABLE IF NOT EXISTS filters (
 CREATE TABLE IF NOT EXISTS revision (id INTEGER PRIMARY KEY CHECK (id = 0), value INTEGER);
 INSERT OR IGNORE INTO revision VALUES (0, 0);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS vtp_ports (
+    user TEXT PRIMARY KEY REFERENCES users(name) ON DELETE CASCADE,
+    port INTEGER NOT NULL CHECK (port BETWEEN 0 AND 65535),
+    allow TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS vtp_ports_port ON vtp_ports(port) WHERE port != 0;
 """
+# Every statement is IF NOT EXISTS, so opening a store made by an earlier release adds what it
+# lacks (the vtp_ports table) and changes nothing it has: that is the whole migration.
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_allow_list(texts: Sequence[str]) -> tuple[Network, ...]:
+    """CIDR blocks (``127.0.0.1/32``, ``10.0.0.0/8``, ``2001:db8::/32``; a bare address is a
+    single host), each checked: StoreError, one line, for a malformed one or one with host bits
+    set (``10.0.0.1/8`` is refused rather than silently widened to ``10.0.0.0/8``). An empty
+    list is refused too: a per-user port open to every address would hand the stream to anyone.
+    Duplicates are dropped, the order kept."""
+    if not texts:
+        raise StoreError("give at least one address or CIDR block a subscriber may connect from")
+    found: list[Network] = []
+    for text in texts:
+        try:
+            network = ipaddress.ip_network(text.strip(), strict=True)
+        except ValueError as exc:
+            raise StoreError(f"allow {text!r}: not an IP address or CIDR block ({exc})") from None
+        if network not in found:
+            found.append(network)
+    return tuple(found)
+
+
+def allows(
+    allow: Sequence[Network], address: ipaddress.IPv4Address | ipaddress.IPv6Address
+) -> bool:
+    """Whether ``address`` is in one of the blocks; an IPv4 peer reaching an IPv6 socket
+    (``::ffff:127.0.0.1``) is checked as the IPv4 address it is."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in allow)
 
 
 @dataclass(frozen=True)
@@ -60,6 +105,16 @@ class User:
     name: str
     alerts_per_visit: int
     max_filters: int
+
+
+@dataclass(frozen=True)
+class VtpPort:
+    """A user's own VTP broadcast port: whoever connects from ``allow`` gets the user's stream.
+    ``port`` 0: the service picks one when it starts (and reports it)."""
+
+    user: str
+    port: int
+    allow: tuple[Network, ...]
 
 
 @dataclass(frozen=True)
@@ -188,6 +243,50 @@ class MiniBrokerStore:
             before_commit=found_then_apply,
         )
         return token
+
+    def set_vtp_port(self, name: str, port: int, allow: Sequence[str]) -> VtpPort:
+        """Give ``name`` a VTP port of their own (or replace theirs): subscribers connecting to
+        it from an address in ``allow`` receive the user's stream with no token. StoreError for
+        an unknown user, a port outside 0-65535, a bad allow-list (:func:`parse_allow_list`) or
+        a port another user already has. A running service applies it at its next reload."""
+        if not 0 <= port <= 65535:
+            raise StoreError(f"port {port} is not between 0 and 65535")
+        networks = parse_allow_list(allow)
+        if port:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT user FROM vtp_ports WHERE port = ? AND user != ?", (port, name)
+                ).fetchone()
+            if row is not None:
+                raise StoreError(f"VTP port {port} is already taken by user {row[0]!r}")
+        text = json.dumps([str(n) for n in networks])
+        try:
+            self._write(
+                "INSERT INTO vtp_ports VALUES (?, ?, ?) ON CONFLICT (user) DO UPDATE"
+                " SET port = excluded.port, allow = excluded.allow",
+                (name, port, text),
+            )
+        except sqlite3.IntegrityError as exc:
+            if "FOREIGN KEY" in str(exc):
+                raise StoreError(f"no user {name!r}") from None
+            raise StoreError(f"VTP port {port} is already taken by another user") from None
+        return VtpPort(name, port, networks)
+
+    def remove_vtp_port(self, name: str) -> None:
+        """Close ``name``'s own VTP port (at the service's next reload); StoreError if none."""
+        cursor = self._write("DELETE FROM vtp_ports WHERE user = ?", (name,))
+        if cursor.rowcount != 1:
+            raise StoreError(f"user {name!r} has no VTP port of their own")
+
+    def vtp_ports(self) -> list[VtpPort]:
+        """Every user's own VTP port, for the service that serves them."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT user, port, allow FROM vtp_ports ORDER BY user"
+            ).fetchall()
+        return [
+            VtpPort(user, port, parse_allow_list(json.loads(allow))) for user, port, allow in rows
+        ]
 
     def users(self) -> list[User]:
         with self._lock:
