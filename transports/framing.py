@@ -238,13 +238,20 @@ class SocketSubscriber(QueuedSubscriber):
         raise NotImplementedError
 
     def _run(self) -> None:
+        pause = 0.0
         while not self._stop.is_set():
+            # A server that accepts and at once closes (it refuses us, or it is restarting)
+            # must not be redialled in a tight loop: pause, doubling, after each connection
+            # that brought nothing; one that delivered anything resets it.
+            if pause and self._stop.wait(pause):
+                return
             sock = connect_with_backoff(self.address, self._stop, self.max_backoff)
             if sock is None:
                 return
             self._sock = sock
             self.connections += 1
             self._connected.set()
+            received_before = self.received
             try:
                 self._serve(sock)
             except FrameError as exc:
@@ -259,6 +266,10 @@ class SocketSubscriber(QueuedSubscriber):
                 self._sock = None
             if not self.reconnect:
                 return
+            if self.received > received_before:
+                pause = 0.0
+            else:
+                pause = min(max(2 * pause, 0.02), self.max_backoff)
 
     def counters(self) -> dict[str, int]:
         return {
