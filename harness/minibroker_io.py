@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alertbench.refimpl.codecs.voevent import VoeventSerializer
+from alertbench.refimpl.minibroker.archive import AlertArchive
 from alertbench.refimpl.minibroker.ports import AlertInput, UserOutput
 from alertbench.refimpl.minibroker.store import Network, VtpPort, allows
 from alertbench.transports.base import MAX_FRAME, Start, Subscriber
@@ -44,7 +45,7 @@ from alertbench.transports.servers.kafka_cluster import ADMIN_USER, PRODUCER_USE
 from alertbench.transports.vtp import IpAddress, VtpBroker
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from alertbench.errors import ConfigError, TransportError
+from alertbench.errors import ConfigError, StoreError, TransportError
 
 log = logging.getLogger(__name__)
 RESERVED_PRINCIPALS = frozenset(
@@ -389,9 +390,13 @@ class VtpUserStreams:
     fit the 100 KB frames that stock VTP peers accept.
 
     Events are VOEvent 2.0 in ``compact`` mode: the triggering source, the object summary and the
-    fields a VO user filters on, with the light curve and cutouts by reference. ``reference``
-    mode (full history inline) is still over 100 KB for about a third of realistic alerts, and
-    Comet drops such frames without a word, so compact is what a stock peer can relay.
+    fields a VO user filters on, with the light curve and cutouts by reference. Given an
+    ``archive``, each alert sent is kept there first, so that a
+    :class:`~alertbench.transports.servers.references.ReferenceServer` over the same archive
+    answers the references (the serializer's ``reference_base`` must be that server's URL).
+    ``reference`` mode (full history inline) is still over 100 KB for about a third of
+    realistic alerts, and Comet drops such frames without a word, so compact is what a stock
+    peer can relay.
 
     Users' own ports (``user_ports``, from the store's :meth:`~alertbench.refimpl.minibroker.
     store.MiniBrokerStore.vtp_ports`): for stock VTP subscribers, Comet's included, which answer
@@ -425,9 +430,13 @@ class VtpUserStreams:
         user_ports: Callable[[], Sequence[VtpPort]] | None = None,
         revision: Callable[[], int] | None = None,
         reload_interval: float = 2.0,
+        archive: AlertArchive | None = None,
         **broker_options: Any,
     ) -> None:
         self.serializer = serializer or VoeventSerializer(mode="compact")
+        self.archive = archive
+        self.archive_errors = 0
+        """Alerts sent whose references will not resolve: the archive could not keep them."""
         self.broker = VtpBroker(
             host,
             broadcast_port=port,
@@ -548,8 +557,21 @@ class VtpUserStreams:
         if not self.broker.subscribers_of(user):
             self.no_subscriber[user] += 1  # VTP has no replay: nobody listening, nothing kept
             return
+        if self.archive is not None:
+            self._keep(alert, payload)
         self.broker.deliver(self._voevent(alert), user)
         self.delivered[user] += 1
+
+    def _keep(self, alert: dict[str, Any], payload: bytes) -> None:
+        """Before the event goes out, so its references resolve by the time it arrives. An
+        archive that fails (a full disk) does not stop the stream: the event still goes, its
+        references answer 404, and the failure is counted and logged."""
+        assert self.archive is not None
+        try:
+            self.archive.put(alert["diaSourceId"], payload)
+        except StoreError as exc:
+            self.archive_errors += 1
+            log.warning("mini-broker: alert %s sent unarchived: %s", alert["diaSourceId"], exc)
 
     def _voevent(self, alert: dict[str, Any]) -> bytes:
         """Encoded once however many users an alert goes to (XML encoding is the costly part)."""

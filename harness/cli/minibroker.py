@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from alertbench.harness.cli.console import console, out, positive_float, positive_int
+from alertbench.refimpl.minibroker.archive import DEFAULT_KEEP
 
 from alertbench.errors import AlertbenchError, ConfigError
 
@@ -86,6 +87,18 @@ def port_number(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
     return value
+
+
+def http_url(text: str) -> str:
+    """An http(s) URL with a host, checked now (one line, exit 2, for anything else)."""
+    from urllib.parse import urlsplit
+
+    split = urlsplit(text)
+    if split.scheme not in ("http", "https") or not split.netloc or split.query or split.fragment:
+        raise argparse.ArgumentTypeError(
+            f"expected http(s)://HOST[:PORT][/PATH] with no query, got {text!r}"
+        )
+    return text
 
 
 def allow_block(text: str) -> str:
@@ -167,10 +180,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         VtpUserStreams,
         kafka_start,
     )
+    from alertbench.refimpl.codecs.avro import AvroSerializer
+    from alertbench.refimpl.codecs.voevent import VoeventSerializer
     from alertbench.refimpl.minibroker import MiniBroker
+    from alertbench.refimpl.minibroker.archive import AlertArchive
     from alertbench.refimpl.minibroker.service import UndeliveredError
     from alertbench.transports.base import parse_url
     from alertbench.transports.kafka import KafkaTransport
+    from alertbench.transports.servers.references import ReferenceServer
 
     scheme, bootstrap, topic, _ = parse_url(args.kafka)
     if scheme != "kafka" or not topic:
@@ -178,11 +195,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     auth = {"user": args.kafka_user, "password": args.kafka_password}
     with ExitStack() as stack:
         store = stack.enter_context(_store(args))
+        codec = AvroSerializer()
+        archive = AlertArchive(
+            args.archive or args.db.with_name(args.db.name + ".archive"),
+            codec.loads,
+            keep=args.archive_keep,
+        )
+        stack.callback(archive.close)
+        references = ReferenceServer(archive, port=args.http_port).start()
+        stack.callback(references.stop)
+        base = args.references_url.rstrip("/") if args.references_url else references.url
+        console.print(
+            f"mini-broker: cutouts and light curves of the alerts sent over VTP at "
+            f"{references.url} (the VOEvents' references say {base}), the newest "
+            f"{args.archive_keep:,} kept in {archive.path}"
+        )
         vtp = VtpUserStreams(
             store.authenticate,
             port=args.vtp_port,
             user_ports=store.vtp_ports,
             revision=store.revision,
+            serializer=VoeventSerializer(mode="compact", reference_base=base),
+            archive=archive,
         )
         stack.callback(vtp.close)
         for name, port in vtp.user_ports().items():
@@ -190,7 +224,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for name, why in vtp.port_errors.items():
             console.print(f"mini-broker: user {name!r}'s own VTP port is not served: {why}")
         outputs = [vtp, KafkaUserTopics(f"kafka://{bootstrap}", **auth)]
-        broker = MiniBroker(store, outputs)
+        broker = MiniBroker(store, outputs, codec)
         console.print(
             f"mini-broker: reading {args.kafka}; users subscribe over VTP at {vtp.url} "
             "(answering the broker's authenticate request with Param token) or read Kafka "
@@ -364,6 +398,32 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="seconds the outputs have to confirm a batch; else stop without committing it",
     )
     serve.add_argument("--vtp-port", type=int, default=8099, help="VTP port users connect to")
+    serve.add_argument(
+        "--http-port",
+        type=port_number,
+        default=8098,
+        help="HTTP port serving the cutouts and light curves the VOEvents refer to (0: any)",
+    )
+    serve.add_argument(
+        "--references-url",
+        type=http_url,
+        default=None,
+        help="the base the VOEvents' references say, if users reach the HTTP server under "
+        "another name (a proxy); default its own http://127.0.0.1:PORT/cutouts",
+    )
+    serve.add_argument(
+        "--archive",
+        type=db_file,
+        default=None,
+        help="SQLite file keeping the alerts sent over VTP, for their references "
+        "(default: the store's file name + .archive)",
+    )
+    serve.add_argument(
+        "--archive-keep",
+        type=positive_int,
+        default=DEFAULT_KEEP,
+        help="how many of the newest alerts sent the archive keeps (~130 KB each)",
+    )
     serve.add_argument(
         "--duration", type=positive_float, default=None, help="stop after this many s"
     )

@@ -319,10 +319,11 @@ def _vtp_section(results: Path, lines: list[str], codecs: dict[str, _Codecs]) ->
         f"service (Kafka in, filters, VOEvent over VTP out) ran at {_num(service)} alerts/s.",
         f"- What it sends over VTP is the compact VOEvent: "
         f"{codecs['VOEvent 2.0 XML, compact'].median('bytes', 'max'):,.0f} bytes at most in "
-        "section 1, under a stock peer's frame; its cutouts and light curve go as references, "
-        "which a deployment must serve (alertbench does not serve them yet). A stock Comet "
-        "subscriber takes a user's stream on that user's own port, admitted by address "
-        "(tested with Comet 3.1.0).",
+        "section 1, under a stock peer's frame; its cutouts and light curve go as references "
+        "that the mini-broker itself answers over HTTP from the alerts it sent (FITS as the "
+        "alert carried it, the history as a VOTable; tested: every reference of every "
+        "delivered event resolves). A stock Comet subscriber takes a user's stream on that "
+        "user's own port, admitted by address (tested with Comet 3.1.0).",
         "",
     ]
 

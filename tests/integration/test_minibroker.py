@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from alertbench.refimpl.minibroker import (
     MiniBrokerStore,
     StoreError,
 )
+from alertbench.refimpl.minibroker.archive import AlertArchive
 from alertbench.refimpl.minibroker.filters import FilterError
 from alertbench.transports.base import Envelope, Start, TransportError
 from alertbench.transports.kafka import KafkaTransport
@@ -32,7 +35,11 @@ from alertbench.transports.servers.kafka_cluster import (
     client_auth,
     probe,
 )
+from alertbench.transports.servers.references import ReferenceServer
 from alertbench.transports.vtp import VtpTransport
+from astropy.io import fits
+from astropy.io.votable import parse as parse_votable
+from lxml import etree
 
 from alertbench.errors import ConfigError
 from alertbench.xmlsafe import voevent_xsd
@@ -76,6 +83,27 @@ def check_selection(alerts: list[dict], wants, limit: int, got: list[int]) -> No
         chosen = received.get(visit, set())
         assert chosen <= ids, f"visit {visit}: delivered alerts the filter does not select"
         assert len(chosen) == min(len(ids), limit)
+
+
+def fetch_references(packet: bytes, base: str, originals: dict[int, dict]) -> None:
+    """Every Reference of a delivered VOEvent under ``base``: the FITS cutouts open in astropy
+    with the alert's own bytes, the light curve is a VOTable with the alert's rows."""
+    root = etree.fromstring(packet)
+    uris = [r.get("uri") for r in root.iter("Reference") if r.get("uri", "").startswith(base)]
+    assert len(uris) == 4, uris  # three cutouts and the light curve
+    for uri in uris:
+        ident, name = uri.removeprefix(base + "/").split("/")
+        alert = originals[int(ident)]
+        with urllib.request.urlopen(uri, timeout=10) as response:
+            media, body = response.headers["Content-Type"], response.read()
+        if name.endswith(".fits"):
+            assert media == "image/fits" and body == alert[name.removesuffix(".fits")]
+            with fits.open(io.BytesIO(body)) as hdus:
+                assert any(h.data is not None and h.data.ndim == 2 for h in hdus)
+        else:
+            assert media == "application/x-votable+xml"
+            tables = {t.name: len(t.array) for t in parse_votable(io.BytesIO(body)).iter_tables()}
+            assert tables["prvDiaSources"] == len(alert["prvDiaSources"] or [])
 
 
 # -- the store: tokens, limits, isolation ---------------------------------------------------------
@@ -282,7 +310,15 @@ def test_alerts_flow_from_kafka_through_user_filters_to_vtp_and_kafka(
             producer.publish(Envelope(b"\x00not an alert", codec.content_type, -1))
     assert producer.flush(30) == 0
 
-    vtp = VtpUserStreams(store.authenticate)
+    # The references of what VTP sends resolve: an archive and a real HTTP server over it.
+    archive = AlertArchive(tmp_path / "mb.sqlite.archive", codec.loads)
+    references = ReferenceServer(archive).start()
+    originals = {a["diaSourceId"]: a for a in two_visits}
+    vtp = VtpUserStreams(
+        store.authenticate,
+        serializer=VoeventSerializer(mode="compact", reference_base=references.url),
+        archive=archive,
+    )
     subscribers = {
         name: VtpTransport(f"{vtp.url}?token={token}").open_subscriber()
         for name, token in (("alice", alice), ("bob", bob))
@@ -327,15 +363,20 @@ def test_alerts_flow_from_kafka_through_user_filters_to_vtp_and_kafka(
         assert voevent_xsd().validate(root)
         # Compact: every event fits the 100,000-byte frames stock VTP peers accept.
         assert max(len(r.envelope.payload) for r in got) < 100_000
+        # ...and every reference in every delivered event fetches what the alert carried.
+        for received in got:
+            fetch_references(received.envelope.payload, references.url, originals)
         subscribers[name].close()
     assert intruder.poll(0.5) is None and tokenless.poll(0.1) is None
     assert any("authentication refused" in e for e in intruder.errors)
     intruder.close()
     tokenless.close()
     vtp.close()
+    assert vtp.archive_errors == 0
+    references.stop()
+    archive.close()
 
     # Avro over Kafka: each user reads their own topic with their token, byte-identical alerts.
-    originals = {a["diaSourceId"]: codec.dumps(a) for a in two_visits}
     for name, token, wants, limit, count in (
         ("alice", alice, alice_wants, 20, 40),
         ("bob", bob, bob_wants, 1000, matches_bob),
@@ -347,7 +388,7 @@ def test_alerts_flow_from_kafka_through_user_filters_to_vtp_and_kafka(
         assert sub.poll(0.5) is None
         sub.close()
         check_selection(two_visits, wants, limit, [r.envelope.alert_id for r in got])
-        assert all(r.envelope.payload == originals[r.envelope.alert_id] for r in got)
+        assert all(r.envelope.payload == codec.dumps(originals[r.envelope.alert_id]) for r in got)
 
     # ...and cannot read another user's topic, nor the full stream.
     for topic in (user_topic("bob"), secured.alert_topic):
@@ -466,7 +507,7 @@ def test_the_serve_command_runs_the_service_over_kafka(kafka_cluster, alerts, tm
         [
             exe, "minibroker", "serve", "--kafka", f"kafka://{kafka_cluster.bootstrap_servers}/{topic}",
             "--from-earliest", "--max-alerts", str(len(alerts)), "--duration", "90",
-            "--vtp-port", str(free_port()), "--db", str(db),
+            "--vtp-port", str(free_port()), "--http-port", "0", "--db", str(db),
         ],
         capture_output=True, text=True, timeout=150,
     )  # fmt: skip
