@@ -1,5 +1,5 @@
 """Benchmark and report commands: kafka-visit, matrix, run, max-rate, vtp-bench, codec-bench,
-xml-compression, evidence, report, compare.
+xml-compression, evidence, report, compare, aggregate.
 
 Each benchmark runs the harness, then writes one results document through
 :func:`alertbench.harness.report.results.write_results` (kind, machine, library versions,
@@ -326,6 +326,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from alertbench.harness.report.aggregate import aggregate
+
+    out.print(f"wrote {aggregate(args.folder, args.output)}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parsers
 
 
@@ -563,3 +570,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     cmp_.add_argument("a", type=Path, help="run A: a folder with results.json, or the file")
     cmp_.add_argument("b", type=Path, help="run B")
     cmp_.set_defaults(func=cmd_compare)
+
+    agg = sub.add_parser(
+        "aggregate",
+        help="one report of every run JSON the tox bench environments wrote (out/tox)",
+        description="Read every run JSON in FOLDER (what 'alertbench run -o X.json' writes; "
+        "'tox -m bench' writes out/tox/<env>.json) and write one results.json and report.md: a "
+        "row per transport x serialization with its throughput, latency percentiles, fraction "
+        "within 60 s and losses, and the machine, versions and commit of each run.",
+    )
+    agg.add_argument(
+        "folder", type=Path, nargs="?", default=Path("out/tox"), help="default: out/tox"
+    )
+    agg.add_argument("-o", "--output", type=output_folder, default=Path("out/tox-report"))
+    agg.set_defaults(func=cmd_aggregate)
