@@ -147,12 +147,32 @@ def voevent_mapping(schema: AlertSchema) -> str:
     return "\n".join(lines)
 
 
+def voevent3_documents(schema: AlertSchema) -> dict[Path, str]:
+    """The VOEvent 3 model for people, and its JSON and Protobuf bindings' schemas."""
+    import json
+
+    from alertbench.refimpl.codecs import voevent3_model as model
+
+    folder = schemas_dir() / "voevent3"
+    json_doc = model.json_schema(
+        schema,
+        jsonalert.schema_uri(schema),
+        jsonalert.SCHEMA_URI_BASE.rsplit("/", 1)[0] + "/voevent3",
+    )
+    return {
+        folder / "model.md": model.model_markdown(),
+        folder / model.json_schema_file(schema): json.dumps(json_doc, indent=2) + "\n",
+        folder / model.proto_file(schema): model.proto_text(schema, proto_file_name(schema)),
+    }
+
+
 def targets(schema: AlertSchema | None = None) -> dict[Path, str]:
     schema = schema or load_schema()
     return {
         proto_dir() / proto_file_name(schema): generate_proto(schema),
         schemas_dir() / "voevent-mapping.md": voevent_mapping(schema),
         schemas_dir() / "voevent3" / schema_file(schema): schema_json(schema),
+        **voevent3_documents(schema),
         # the JSON codec reads every shipped version, so each has its JSON Schema
         **{
             schemas_dir() / "json" / jsonalert.schema_file(version): jsonalert.schema_text(version)

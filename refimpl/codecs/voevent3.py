@@ -26,15 +26,26 @@ from alertbench.refimpl.alert.schema import AlertSchema, load_schema
 from alertbench.refimpl.codecs.avro import DEFAULT_ENGINE, AvroEngine
 from alertbench.refimpl.codecs.base import Alert
 from alertbench.refimpl.codecs.voevent import CUTOUTS, DEFAULT_IVORN_BASE, MODES, unit_and_ucd
-from alertbench.refimpl.codecs.wire import VOEVENT3_ID_BASE, frame, schema_id_of, unframe
+from alertbench.refimpl.codecs.voevent3_model import ENUMS, VERSION, avro_schema
+from alertbench.refimpl.codecs.wire import (
+    VOEVENT3_ID_BASE,
+    VOEVENT3_PROTOBUF_ID_BASE,
+    frame,
+    schema_id_of,
+    unframe,
+)
 
-from alertbench.errors import ConfigError, DecodeError, EncodeError
+from alertbench.errors import ConfigError, DecodeError, EncodeError, UnknownSerializerError
 
-NAMESPACE = "org.ivoa.voevent.v3"
-VERSION = "3.0-alertbench-proposal"
 ID_BASE = VOEVENT3_ID_BASE
-ROLES = ["observation", "prediction", "utility", "test"]
-CITES = ["followup", "supersedes", "retraction"]
+BINDINGS = ("avro", "json", "protobuf")
+MEDIA_TYPES = {
+    "avro": "application/vnd.ivoa.voevent3+avro",
+    "json": "application/vnd.ivoa.voevent3+json",
+    "protobuf": "application/vnd.ivoa.voevent3+protobuf",
+}
+ROLES = list(ENUMS["Role"])
+CITES = list(ENUMS["Cite"])
 
 
 def _annotate(record: dict[str, Any]) -> dict[str, Any]:
@@ -57,165 +68,10 @@ def _annotate(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def voevent3_schema(alert_schema: AlertSchema) -> dict[str, Any]:
-    """The VOEvent 3 Avro schema whose ``What`` carries ``alert_schema``'s alert."""
+    """The VOEvent 3 Avro schema whose ``What`` carries ``alert_schema``'s alert: the Avro
+    binding of the model in :mod:`.voevent3_model`."""
     # The unresolved definition: each named type is defined once, as Avro requires.
-    payload = _annotate(copy.deepcopy(alert_schema.definition))
-    string_list = {"type": "array", "items": "string"}
-    reference = {
-        "type": "record",
-        "name": "Reference",
-        "doc": "A link to more information or to data (VOEvent 2.0 <Reference>).",
-        "fields": [
-            {"name": "uri", "type": "string"},
-            {"name": "type", "type": ["null", "string"], "default": None},
-            {"name": "mimetype", "type": ["null", "string"], "default": None},
-            {"name": "meaning", "type": ["null", "string"], "default": None},
-        ],
-    }
-    return {
-        "type": "record",
-        "name": "VOEvent",
-        "namespace": NAMESPACE,
-        "doc": "VOEvent 3 proposal (alertbench): VOEvent's semantic model in Avro; What carries "
-        f"the producer's typed record ({alert_schema.namespace}.alert here).",
-        "fields": [
-            {"name": "ivorn", "type": "string", "doc": "Identifier of this event."},
-            {"name": "role", "type": {"type": "enum", "name": "Role", "symbols": ROLES}},
-            {"name": "version", "type": "string", "default": VERSION},
-            {
-                "name": "who",
-                "type": {
-                    "type": "record",
-                    "name": "Who",
-                    "fields": [
-                        {"name": "authorIvorn", "type": "string"},
-                        {
-                            "name": "date",
-                            "type": {"type": "long", "logicalType": "timestamp-micros"},
-                            "doc": "When the event was made, UTC.",
-                        },
-                        {"name": "shortName", "type": ["null", "string"], "default": None},
-                        {"name": "contactEmail", "type": ["null", "string"], "default": None},
-                    ],
-                },
-            },
-            {
-                "name": "what",
-                "type": {
-                    "type": "record",
-                    "name": "What",
-                    "fields": [
-                        {
-                            "name": "payloadSchema",
-                            "type": "string",
-                            "doc": "Full name of the payload record type, e.g. lsst.v11_1.alert.",
-                        },
-                        {"name": "payload", "type": payload},
-                    ],
-                },
-            },
-            {
-                "name": "whereWhen",
-                "type": [
-                    "null",
-                    {
-                        "type": "record",
-                        "name": "WhereWhen",
-                        "fields": [
-                            {"name": "coordSystem", "type": "string", "default": "ICRS"},
-                            {"name": "ra", "type": "double", "unit": "deg", "ucd": "pos.eq.ra"},
-                            {"name": "dec", "type": "double", "unit": "deg", "ucd": "pos.eq.dec"},
-                            {
-                                "name": "errorRadius",
-                                "type": "float",
-                                "unit": "deg",
-                                "ucd": "stat.error;pos.eq",
-                            },
-                            {"name": "timeScale", "type": "string", "default": "TAI"},
-                            {"name": "mjd", "type": "double", "unit": "d", "ucd": "time.epoch"},
-                        ],
-                    },
-                ],
-                "default": None,
-            },
-            {
-                "name": "how",
-                "type": {
-                    "type": "record",
-                    "name": "How",
-                    "fields": [
-                        {"name": "descriptions", "type": string_list, "default": []},
-                        {
-                            "name": "references",
-                            "type": {"type": "array", "items": reference},
-                            "default": [],
-                        },
-                    ],
-                },
-            },
-            {
-                "name": "why",
-                "type": [
-                    "null",
-                    {
-                        "type": "record",
-                        "name": "Why",
-                        "fields": [
-                            {"name": "importance", "type": ["null", "float"], "default": None},
-                            {
-                                "name": "inferences",
-                                "type": {
-                                    "type": "array",
-                                    "items": {
-                                        "type": "record",
-                                        "name": "Inference",
-                                        "fields": [
-                                            {
-                                                "name": "probability",
-                                                "type": ["null", "float"],
-                                                "default": None,
-                                            },
-                                            {
-                                                "name": "relation",
-                                                "type": ["null", "string"],
-                                                "default": None,
-                                            },
-                                            {"name": "names", "type": string_list, "default": []},
-                                            {
-                                                "name": "concepts",
-                                                "type": string_list,
-                                                "default": [],
-                                            },
-                                        ],
-                                    },
-                                },
-                                "default": [],
-                            },
-                        ],
-                    },
-                ],
-                "default": None,
-            },
-            {
-                "name": "citations",
-                "type": {
-                    "type": "array",
-                    "items": {
-                        "type": "record",
-                        "name": "Citation",
-                        "fields": [
-                            {"name": "ivorn", "type": "string"},
-                            {
-                                "name": "cite",
-                                "type": {"type": "enum", "name": "Cite", "symbols": CITES},
-                            },
-                        ],
-                    },
-                },
-                "default": [],
-            },
-        ],
-    }
+    return avro_schema(alert_schema, _annotate(copy.deepcopy(alert_schema.definition)))
 
 
 def _unix_micros(mjd: float | None) -> int:
@@ -289,7 +145,7 @@ class Voevent3Serializer:
     def recognizes(data: bytes) -> bool:
         """A Confluent-framed message with an id in the VOEvent 3 range."""
         schema_id = schema_id_of(data)
-        return schema_id is not None and schema_id >= ID_BASE
+        return schema_id is not None and ID_BASE <= schema_id < VOEVENT3_PROTOBUF_ID_BASE
 
     def __init__(
         self,
@@ -298,9 +154,13 @@ class Voevent3Serializer:
         ivorn_base: str = DEFAULT_IVORN_BASE,
         cutout_url_base: str = "https://alertbench.example/cutouts",
         engine: str = DEFAULT_ENGINE,
+        binding: str = "avro",
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"cutout mode must be one of {MODES}, got {mode!r}")
+        if binding not in BINDINGS:
+            raise ConfigError(f"binding must be one of {BINDINGS}, got {binding!r}")
+        self.binding = binding
         self.alert_schema = load_schema(schema_version)
         self.schema_id = ID_BASE + self.alert_schema.schema_id
         self.mode = mode
@@ -308,6 +168,17 @@ class Voevent3Serializer:
         self.cutout_url_base = cutout_url_base.rstrip("/")
         self._engine = _engine(self.alert_schema.version, engine)
         self.content_type = f"application/vnd.ivoa.voevent3+avro; schema-id={self.schema_id}"
+        self._other: Any = None  # the JSON or Protobuf binding (voevent3_bindings), if chosen
+        if binding != "avro":
+            from alertbench.refimpl.codecs.voevent3_bindings import JsonBinding, ProtobufBinding
+        if binding == "json":
+            self._other = JsonBinding(self.alert_schema)
+            self.media_type = self.content_type = self._other.media_type
+        elif binding == "protobuf":
+            self._other = ProtobufBinding(self.alert_schema)
+            self.schema_id = self._other.schema_id
+            self.media_type = self._other.media_type
+            self.content_type = f"{self.media_type}; schema-id={self.schema_id}"
 
     def to_event(self, alert: Alert) -> dict[str, Any]:
         source = alert.get("diaSource") or {}
@@ -374,7 +245,18 @@ class Voevent3Serializer:
             "citations": [],
         }
 
+    @classmethod
+    def for_content_type(cls, content_type: str, **options: Any) -> Voevent3Serializer:
+        """The serializer that reads messages of ``content_type`` (any of the bindings)."""
+        media_type = content_type.split(";", 1)[0].strip().lower()
+        for binding, known in MEDIA_TYPES.items():
+            if media_type == known:
+                return cls(**{**options, "binding": binding})
+        raise UnknownSerializerError(f"not a VOEvent 3 content type: {content_type!r}")
+
     def dumps(self, alert: Alert) -> bytes:
+        if self._other is not None:
+            return self._other.dumps(self.to_event(alert))
         try:
             body = self._engine.encode(self.to_event(alert))
         except Exception as exc:
@@ -384,7 +266,9 @@ class Voevent3Serializer:
         return frame(self.schema_id, body)
 
     def loads_event(self, data: bytes) -> dict[str, Any]:
-        """The whole VOEvent 3 record (all sections)."""
+        """The whole VOEvent 3 record (all sections), the same from every binding."""
+        if self._other is not None:
+            return self._other.loads(data)
         _, body = unframe(data, codec=self.name, expected_id=self.schema_id)
         try:
             return self._engine.decode(body)

@@ -35,6 +35,8 @@ HEADER = struct.Struct(">BI")
 
 PROTOBUF_ID_BASE = 2_000_000
 VOEVENT3_ID_BASE = 3_000_000
+VOEVENT3_PROTOBUF_ID_BASE = 4_000_000
+"""The VOEvent 3 model's Protobuf binding (its Avro binding is the 3,000,000 range)."""
 
 MAX_MESSAGE_INDEXES = 32
 """Most message indexes a frame may carry (nesting depth of the message type). Confluent's
