@@ -36,6 +36,8 @@ CODECS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("voevent (compact)", "voevent", {"mode": "compact"}),
     ("voevent3 (native)", "voevent3", {"engine": "native"}),
     ("voevent3 (cavro)", "voevent3", {"engine": "cavro"}),
+    ("voevent3-json", "voevent3", {"binding": "json"}),
+    ("voevent3-protobuf", "voevent3", {"binding": "protobuf"}),
 )
 TARGETS = {"encode": 10.0, "decode": 2.5, "columns": 8.0}
 """The native engine's targets: this many times faster than cavro per alert (issue 13)."""
