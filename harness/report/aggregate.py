@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from alertbench.harness.environment import environment, git_commit
-from alertbench.harness.report.results import RESULTS_FILE, command_line, load_results
+from alertbench.harness.report.results import (
+    RESULTS_FILE,
+    SCHEMA_VERSION,
+    command_line,
+    load_results,
+)
 
 from alertbench.errors import ConfigError
 
@@ -137,7 +142,7 @@ def render(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(rows: Sequence[dict[str, Any]], path: Path) -> bool:
+def plot(rows: Sequence[dict[str, Any]], path: Path) -> bool:
     try:
         from alertbench.harness.report.plots import _pyplot, _save
     except ImportError:  # pragma: no cover - plots are optional
@@ -165,6 +170,7 @@ def aggregate(folder: Path, out: Path) -> Path:
         raise ConfigError(f"{out}: is a file; give a folder for the report")
     out.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
         "kind": KIND,
         "source": str(folder),
         "rows": rows,
@@ -172,7 +178,7 @@ def aggregate(folder: Path, out: Path) -> Path:
         "command": command_line(),
         "git_commit": git_commit(),
         "when_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "plot": PLOT_FILE if _plot(rows, out / PLOT_FILE) else None,
+        "plot": PLOT_FILE if plot(rows, out / PLOT_FILE) else None,
     }
     (out / RESULTS_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     report = out / REPORT_FILE

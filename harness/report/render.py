@@ -615,3 +615,16 @@ def render_xml_compression(doc: dict[str, Any], out_dir: Path | None = None) -> 
     if out_dir is not None:
         xml_compression.plot(doc, out_dir / xml_compression.PNG)
     return xml_compression.render(doc, run_header(doc))
+
+
+# --------------------------------------------------------------------------- bench-aggregate
+
+
+@renderer("bench-aggregate")
+def render_bench_aggregate(doc: dict[str, Any], out_dir: Path | None = None) -> str:
+    """The tox bench environments' runs as one table (alertbench aggregate)."""
+    from alertbench.harness.report import aggregate
+
+    if out_dir is not None and doc.get("plot"):
+        aggregate.plot(doc["rows"], out_dir / aggregate.PLOT_FILE)
+    return aggregate.render(doc)

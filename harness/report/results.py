@@ -53,6 +53,7 @@ KINDS = (
     "max-rate",
     "codecs",
     "xml-compression",
+    "bench-aggregate",
 )
 
 """Names of options, query parameters and command-line flags whose value is never written."""

@@ -77,6 +77,9 @@ def test_one_row_per_transport_and_serialization(runs: Path, tmp_path: Path, cap
     if doc["plot"]:
         assert (out / doc["plot"]).stat().st_size > 0
         assert f"]({doc['plot']})" in report
+    # A known kind: 'alertbench report' renders the folder again, to the same bytes.
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").read_text() == report
 
 
 def _fails(argv: list[str], capsys, expect: str) -> None:
