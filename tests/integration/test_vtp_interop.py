@@ -71,6 +71,13 @@ def test_their_subscriber_receives_from_our_broker(interop) -> None:
     assert seen["acks_from_comet"] == 1
 
 
+def test_a_stock_comet_relays_every_compact_alert_of_two_visits(interop) -> None:
+    seen = interop["compact_through_stock_comet"]
+    assert seen["visits"] == 2 and seen["sent"] == 80
+    assert seen["max_bytes"] < 100_000 and seen["naks"] == []
+    assert seen["acked"] == seen["received"] == seen["sent"] and seen["received_same_bytes"]
+
+
 def test_full_packets_need_a_raised_frame_limit(interop) -> None:
     stock = interop["our_author_to_their_broker"]
     assert stock["full_packet_bytes"] > 100_000

@@ -61,6 +61,10 @@ def main() -> None:
         .visit(0)
         .alerts()
     )
+    simulator = AlertSimulator(
+        SimulationConfig(seed=22, alerts_per_visit_mean=40, alerts_per_visit_sigma=0)
+    )
+    two_visits = [a for v in (0, 1) for a in simulator.visit(v).alerts()]
     small = VoeventSerializer(mode="reference")  # cutouts by reference
     full = VoeventSerializer(mode="embed")  # cutouts embedded: ~250 KB
     # A stock Twisted peer drops frames of 100,000 bytes or more; even with cutouts by reference
@@ -135,6 +139,35 @@ def main() -> None:
             ),
             "full_packet_bytes": len(big),
             "full_packet_to_stock_comet": big_result,
+        }
+        sub.close()
+
+        # 2b. every alert of a two-visit simulation, compact, through a stock Comet
+        proc, receive, broadcast = comet_broker(venv, work, "comet-stock-compact")
+        procs.append(proc)
+        theirs = VtpTransport(f"vtp://127.0.0.1:{broadcast}?receive={receive}")
+        sub = theirs.open_subscriber()
+        wait_for(lambda: sub._sock is not None)
+        time.sleep(1.0)
+        pub = theirs.open_publisher(timeout=10)
+        compact = VoeventSerializer(mode="compact")
+        packets = [compact.dumps(a) for a in two_visits]
+        for i, packet in enumerate(packets):
+            pub.publish(Envelope(payload=packet, content_type=VOEVENT_TYPE, alert_id=100 + i))
+        received = []
+        while len(received) < len(packets):
+            got = sub.poll(15)
+            if got is None:
+                break
+            received.append(got.envelope.payload)
+        out["compact_through_stock_comet"] = {
+            "sent": len(packets),
+            "acked": len(pub.acked),
+            "naks": pub.naks,
+            "received": len(received),
+            "received_same_bytes": sorted(received) == sorted(packets),
+            "max_bytes": max(map(len, packets)),
+            "visits": len({a["diaSource"]["visit"] for a in two_visits}),
         }
         sub.close()
 
