@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from alertbench.harness.report import plots
-from alertbench.harness.report.plots import CDF_PNG, SIZES_PNG, THROUGHPUT_PNG
+from alertbench.harness.report.plots import CDF_PNG, HEATMAP_PNG, SIZES_PNG, THROUGHPUT_PNG
 from alertbench.harness.report.results import (
     BENCH_FILE,
     RESULTS_FILE,
@@ -190,12 +190,15 @@ def explain(ranked: list[dict[str, Any]]) -> list[str]:
 
 @renderer("matrix")
 def render_matrix(doc: dict[str, Any], out_dir: Path | None) -> str:
+    """Every plot of the matrix shows the ranking key or explains it: the heatmap and the bars
+    plot headroom itself, so a picture never ranks by another number than the table does."""
     ranked = rank(doc["results"])
     if out_dir is not None:
+        plots.matrix_heatmap(ranked, out_dir / HEATMAP_PNG, LSST_RATE)
         plots.matrix_throughput(ranked, out_dir / THROUGHPUT_PNG, LSST_RATE)
+        if plots.has_percentiles(ranked):
+            plots.matrix_percentiles(ranked, out_dir / CDF_PNG)
         plots.matrix_sizes(ranked, out_dir / SIZES_PNG, LSST_RATE)
-        if any(r.get("latency_cdf_us") for r in ranked):
-            plots.matrix_cdf(ranked, out_dir / CDF_PNG)
     return render_matrix_report(doc, ranked, THROUGHPUT_PNG)
 
 
@@ -238,6 +241,9 @@ def render_matrix_report(
         f"{basis}rate ({LSST_RATE:.0f} alerts/s). Cores and bandwidth are per full stream at "
         "that rate.",
         "",
+        "![headroom per transport and serialization (hatched: fails the requirements)]"
+        f"({HEATMAP_PNG})",
+        "",
         "| rank | transport | serializer | meets | alerts/s | "
         + ("max sustainable/s | " if sustained else "")
         + "headroom | MB/s | KB/alert | p50 ms | p99 ms | lost | cores/stream | Mbit/s/stream | "
@@ -260,9 +266,9 @@ def render_matrix_report(
         )
     lines += ["", "## What the numbers say", ""]
     lines += [f"- {s}" for s in explain(ranked)]
-    lines += ["", f"![throughput and latency]({plot_name})", ""]
-    if any(r.get("latency_cdf_us") for r in ranked):
-        lines += [f"![latency CDF per combination]({CDF_PNG})", ""]
+    lines += ["", f"![headroom in rank order, and p50/p99 latency]({plot_name})", ""]
+    if plots.has_percentiles(ranked):
+        lines += [f"![latency by percentile to p99.9 per combination]({CDF_PNG})", ""]
     lines += [f"![bytes per alert and bandwidth per stream]({SIZES_PNG})", ""]
     return "\n".join(lines)
 
