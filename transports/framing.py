@@ -27,6 +27,12 @@ LENGTH = struct.Struct(">I")
 """The 4-byte big-endian length before every frame, here and in VTP."""
 
 
+class ClosedMidFrame(FrameError):
+    """The peer closed the connection inside a frame: a malformed stream to whoever reads it,
+    and also the end of that connection (a publisher that drops a slow subscriber cannot
+    choose where in a frame the kernel's buffer ends)."""
+
+
 def pack_header(env: Envelope, t_sent_ns: int) -> bytes:
     ctype = env.content_type.encode("utf-8")
     return (
@@ -83,7 +89,7 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
         if k == 0:
             if got == 0:
                 raise ConnectionResetError("peer closed the connection")
-            raise FrameError(f"peer closed the connection mid-frame ({got} of {n} bytes)")
+            raise ClosedMidFrame(f"peer closed the connection mid-frame ({got} of {n} bytes)")
         got += k
     return bytes(buf)
 
@@ -117,7 +123,9 @@ class FrameReader:
                 got = self._end - self._start
                 if got == 0:
                     raise ConnectionResetError("peer closed the connection")
-                raise FrameError(f"peer closed the connection mid-frame ({got} bytes of a frame)")
+                raise ClosedMidFrame(
+                    f"peer closed the connection mid-frame ({got} bytes of a frame)"
+                )
             self._end += k
 
     def _make_room(self, need: int) -> None:
@@ -136,6 +144,27 @@ class FrameReader:
             self._view.release()
             self._buf, self._view = grown, memoryview(grown)
         self._start, self._end = 0, held
+
+    def read_batch(self) -> list[Envelope]:
+        """The next envelope and every further one already complete in the buffer, with no
+        more reads of the socket (a reader that hands frames to another thread hands them in
+        one go). Errors as :meth:`read`; a malformed frame after good ones is raised at the
+        next call, once the good ones are out."""
+        batch = [self.read()]
+        while self._complete():
+            try:
+                batch.append(self.read())
+            except FrameError:
+                break  # read() left the bad frame where it was: raised again next call
+        return batch
+
+    def _complete(self) -> bool:
+        """Whether a whole frame is buffered (so reading it needs no system call)."""
+        held = self._end - self._start
+        if held < LENGTH.size:
+            return False
+        (size,) = LENGTH.unpack_from(self._buf, self._start)
+        return held >= LENGTH.size + size
 
     def read(self) -> Envelope:
         """The next envelope; FrameError on anything malformed, ConnectionResetError when the
@@ -256,6 +285,8 @@ class SocketSubscriber(QueuedSubscriber):
                 self._serve(sock)
             except FrameError as exc:
                 self.errors.append(str(exc))
+                if isinstance(exc, ClosedMidFrame) and not self._stop.is_set():
+                    self.disconnects += 1  # and the server went away: reconnect below
                 log.warning("%s dropped the connection to %s: %s", self.label, self.address, exc)
             except OSError:
                 if not self._stop.is_set():
