@@ -432,6 +432,13 @@ def _subscribe(
 def _child(
     job: _Job, ready: Any, ok: Any, stop: Any, published: Any, shared: Any, out: Any
 ) -> None:
+    # Every role runs under the allocator policy the native codec sets when it loads (glibc
+    # keeps freed heap instead of mapping each ~134 KB payload afresh), whether or not this
+    # one decodes: a pre-encoded subscriber without it spent ~50 µs an alert faulting pages
+    # in for the payload bytes its transport hands out, half its CPU, which is the
+    # allocator's cost and not the transport's.
+    from alertbench.refimpl import _native  # noqa: F401
+
     _subscribe(job, ready, ok, stop, published, shared, out.put)
 
 
