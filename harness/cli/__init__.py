@@ -8,6 +8,8 @@ measures. The commands are grouped by concern, one module each, and none imports
 - :mod:`.kafka`: a local Kafka for the user (fetch, start, status, stop);
 - :mod:`.bench`: the benchmarks and their reports (kafka-visit, matrix, run, max-rate,
   vtp-bench, evidence, report, compare);
+- :mod:`.capacity`: the three-layer comparison (codec, transport beside its raw library,
+  end to end) and the cores a peak visit needs;
 - :mod:`.minibroker`: the mini-broker's service, users, filters and benchmark;
 - :mod:`.play`: a visit replayed into Kafka at LSST's cadence, and a consumer group's lag;
 - :mod:`.transfer`: the users' commands: publish, subscribe, vtp send;
@@ -20,7 +22,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from alertbench.harness.cli import alerts, bench, kafka, minibroker, play, servers, transfer
+from alertbench.harness.cli import (
+    alerts,
+    bench,
+    capacity,
+    kafka,
+    minibroker,
+    play,
+    servers,
+    transfer,
+)
 from alertbench.harness.cli.console import PROG, Parser, run
 
 from alertbench import __version__
@@ -41,6 +52,7 @@ def build_parser() -> Parser:
     alerts.add_parsers(sub)
     kafka.add_parsers(sub)
     bench.add_parsers(sub)
+    capacity.add_parsers(sub)
     minibroker.add_parsers(sub)
     play.add_parsers(sub)
     transfer.add_parsers(sub)

@@ -634,3 +634,8 @@ def render_bench_aggregate(doc: dict[str, Any], out_dir: Path | None = None) -> 
     if out_dir is not None and doc.get("plot"):
         aggregate.plot(doc["rows"], out_dir / aggregate.PLOT_FILE)
     return aggregate.render(doc)
+
+
+# Kinds whose renderer lives in a module of its own register when it is imported (last, as it
+# imports this module's helpers).
+from alertbench.harness.report import capacity_report as _capacity_report  # noqa: E402,F401

@@ -54,6 +54,7 @@ KINDS = (
     "codecs",
     "xml-compression",
     "bench-aggregate",
+    "capacity",
 )
 
 """Names of options, query parameters and command-line flags whose value is never written."""
