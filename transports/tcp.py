@@ -208,11 +208,7 @@ class _Peer:
             self.publisher._sent(sent)
         if sent >= total:
             return None
-        while views and sent >= len(views[0]):
-            sent -= len(views[0])
-            views.pop(0)
-        if views and sent:
-            views[0] = views[0][sent:]
+        _advance(views, sent)
         return views
 
     def wait_for_room(self, timeout: float) -> None:
@@ -266,14 +262,18 @@ class _Peer:
 
 def _send_all(conn: socket.socket, pieces: list[bytes]) -> None:
     """Write every piece (one frame) with sendmsg, resuming after partial writes."""
-    views = [memoryview(p) for p in pieces if p]
+    views = [memoryview(p) for p in pieces if len(p)]
     while views:
-        sent = conn.sendmsg(views)
-        while views and sent >= len(views[0]):
-            sent -= len(views[0])
-            views.pop(0)
-        if views and sent:
-            views[0] = views[0][sent:]
+        _advance(views, conn.sendmsg(views))
+
+
+def _advance(views: list[memoryview], sent: int) -> None:
+    """Drop from ``views`` the ``sent`` bytes a partial write took, in place."""
+    while views and sent >= len(views[0]):
+        sent -= len(views[0])
+        views.pop(0)
+    if views and sent:
+        views[0] = views[0][sent:]
 
 
 class TcpPublisher(CountsSubscribers):

@@ -21,6 +21,7 @@ from alertbench.harness.cli.console import (
     options_of,
     out,
     output_file,
+    output_folder,
     positive_float,
     positive_int,
     progress,
@@ -82,14 +83,6 @@ class SerializerOptions(argparse.Action):
         merged = {k: dict(v) for k, v in (getattr(namespace, self.dest) or {}).items()}
         merged.setdefault(name, {})[key] = text
         setattr(namespace, self.dest, merged)
-
-
-def output_folder(text: str) -> Path:
-    """A run's folder (results.json, report.md, plots): anything but an existing file."""
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a file; give a folder for the run")
-    return path
 
 
 def kind_or_url(text: str) -> str:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from alertbench.harness.cli.console import (
     console,
+    non_negative_float,
     options_of,
     out,
+    output_folder,
     positive_int,
     progress,
     transport_kind,
@@ -43,23 +45,6 @@ def _kinds(text: str) -> list[str]:
 
 
 _kinds.__name__ = "transport kinds"
-
-
-def _folder(text: str) -> Path:
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a file; give a folder for the run")
-    return path
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text}: give 0 (no layer c) or a positive number")
-    return value
 
 
 def cmd_capacity(args: argparse.Namespace) -> int:
@@ -110,13 +95,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     cap.add_argument("--seed", type=int, default=1)
     cap.add_argument("--partitions", type=positive_int, default=3, help="Kafka topic partitions")
     cap.add_argument(
-        "--end-to-end-seconds", type=_seconds, default=0.0,
+        "--end-to-end-seconds", type=non_negative_float, default=0.0,
         help="seconds per step of layer (c)'s rate search (0: leave layer (c) out)",
     )  # fmt: skip
     cap.add_argument(
         "--end-to-end-serializers", type=_names(serializers, "serializer"), default=None,
         help="serializers for layer (c) (default: those of --serializers)",
     )  # fmt: skip
-    cap.add_argument("-o", "--output", type=_folder, default=Path("out/capacity"),
+    cap.add_argument("-o", "--output", type=output_folder, default=Path("out/capacity"),
                      help="the run's folder (results.json, report.md, plots)")  # fmt: skip
     cap.set_defaults(func=cmd_capacity)

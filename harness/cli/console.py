@@ -119,6 +119,25 @@ def positive_int(text: str) -> int:
     return value
 
 
+def output_folder(text: str) -> Path:
+    """A run's folder (results.json, report.md, plots): anything but an existing file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a file; give a folder for the run")
+    return path
+
+
+def non_negative_float(text: str) -> float:
+    """A duration where 0 means "none" (``--end-to-end-seconds 0``: leave that layer out)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or above, got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """A duration or a rate that must be above 0."""
     try:

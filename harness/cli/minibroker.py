@@ -284,7 +284,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from alertbench.harness.cli.bench import output_folder
+    from alertbench.harness.cli.console import output_folder
 
     mb = sub.add_parser(
         "minibroker",

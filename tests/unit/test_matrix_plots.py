@@ -93,7 +93,6 @@ def test_a_synthetic_matrix_draws_every_plot_and_draws_it_again_to_the_same_byte
     _assert_renders_every_plot_twice_alike(tmp_path)
 
 
-@pytest.mark.skipif(not REDESIGN.is_dir(), reason="the published redesign run is not here")
 def test_a_published_matrix_run_draws_every_plot_and_draws_it_again_alike(tmp_path) -> None:
     folder = tmp_path / "run"
     folder.mkdir()
