@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from alertbench.harness.report.plots import _pyplot, _save
-from alertbench.harness.report.render import provenance, renderer, run_header
 
 CAPACITY_PNG = "capacity.png"
 CORES_PNG = "cores-for-peak.png"
@@ -82,8 +81,9 @@ def plot_cores(rows: list[dict[str, Any]], cpus: int, path: Path) -> None:
     _save(fig, path)
 
 
-@renderer("capacity")
-def render_capacity(doc: dict[str, Any], out_dir: Path | None = None) -> str:
+def render(doc: dict[str, Any], out_dir: Path | None, header: list[str]) -> str:
+    """The report's Markdown (``header``: the run's machine, command and provenance lines, from
+    the renderer every kind shares), and its plots into ``out_dir`` when given."""
     p = doc
     caps, codecs, cores, e2e = p["capacity"], p["codecs"], p["cores_for_peak"], p["end_to_end"]
     if out_dir is not None:
@@ -94,8 +94,7 @@ def render_capacity(doc: dict[str, Any], out_dir: Path | None = None) -> str:
     lines = [
         "# alertbench capacity: codec, transport and end to end, measured apart",
         "",
-        *run_header(doc),
-        *provenance(doc),
+        *header,
         f"Every figure is the median of {p['repeats']} runs with its min–max; the transport and "
         "its raw library are interleaved run by run, so a ratio compares runs minutes apart on "
         f"the same machine ({p['cpus']} cores shared by every process).",

@@ -636,6 +636,9 @@ def render_bench_aggregate(doc: dict[str, Any], out_dir: Path | None = None) -> 
     return aggregate.render(doc)
 
 
-# Kinds whose renderer lives in a module of its own register when it is imported (last, as it
-# imports this module's helpers).
-from alertbench.harness.report import capacity_report as _capacity_report  # noqa: E402,F401
+@renderer("capacity")
+def render_capacity(doc: dict[str, Any], out_dir: Path | None = None) -> str:
+    """The three-layer run (alertbench capacity); its tables and plots live with it."""
+    from alertbench.harness.report import capacity_report
+
+    return capacity_report.render(doc, out_dir, [*run_header(doc), *provenance(doc)])
