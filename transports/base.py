@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import difflib
-import queue
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -463,15 +462,20 @@ class QueuedSubscriber:
     A full queue blocks the reader thread, so the transport's own flow control (TCP windows,
     HTTP/2) slows the sender instead of this process buffering without bound.
 
-    The queue carries batches: a reader that parsed several messages out of one read hands
-    them over at once (:meth:`_put_batch`), and :meth:`poll` serves them one by one from its
-    own side. One hand-off per message (a condition variable and a thread wake-up each) was
-    most of what the tcp subscriber spent beyond a raw socket's ``recv_into``. The bound is
-    ``size`` batches; a batch is at most what one read of the socket brought.
+    The queue carries batches: a reader that parsed several messages out of one read (or one
+    gRPC stream message) hands them over at once (:meth:`_put_batch`), and :meth:`poll` serves
+    them one by one from its own side. One hand-off per message (a condition variable and a
+    thread wake-up each) was most of what the tcp subscriber spent beyond a raw socket's
+    ``recv_into``. The bound is ``size`` envelopes, not batches, so batching does not multiply
+    the memory a slow consumer holds: a batch waits until it fits, except into an empty queue.
     """
 
     def _init_queue(self, size: int) -> None:
-        self._queue: queue.Queue[list[Received]] = queue.Queue(maxsize=size)
+        self._size = max(1, size)
+        self._batches: collections.deque[list[Received]] = collections.deque()
+        self._held = 0
+        """Envelopes in ``_batches``."""
+        self._handoff = threading.Condition()
         self._pending: collections.deque[Received] = collections.deque()
         self._stop = threading.Event()
         self.received = 0
@@ -480,19 +484,28 @@ class QueuedSubscriber:
         self._put_batch([item])
 
     def _put_batch(self, items: list[Received]) -> None:
-        while items and not self._stop.is_set():
-            try:
-                self._queue.put(items, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+        if not items:
+            return
+        with self._handoff:
+            while self._held and self._held + len(items) > self._size:
+                if self._stop.is_set():
+                    return
+                self._handoff.wait(0.2)
+            self._batches.append(items)
+            self._held += len(items)
+            self._handoff.notify_all()
 
     def poll(self, timeout: float = 1.0) -> Received | None:
         if not self._pending:
-            try:
-                self._pending.extend(self._queue.get(timeout=timeout))
-            except queue.Empty:
-                return None
+            with self._handoff:
+                if not self._batches and not self._handoff.wait_for(
+                    lambda: bool(self._batches), timeout
+                ):
+                    return None
+                batch = self._batches.popleft()
+                self._held -= len(batch)
+                self._handoff.notify_all()
+            self._pending.extend(batch)
         self.received += 1
         return self._pending.popleft()
 

@@ -4,8 +4,15 @@ URL: ``grpc://127.0.0.1:PORT`` (``grpcs://`` with TLS). Run a server with
 :class:`AlertStreamServer` (``alertbench`` starts one for the harness); publishers and
 subscribers are clients of it.
 
-* **Publish** is a bidirectional stream: envelopes in, one acknowledgement per accepted envelope
-  out, so ``flush()`` knows what the server holds (per-message acknowledgement).
+* **Publish** is a bidirectional stream: batches of envelopes in, one acknowledgement per
+  accepted batch out, so ``flush()`` knows what the server holds (every envelope is
+  acknowledged, a batch at a time).
+* **Batches** both ways (``alertstream.proto`` v2): a stream message carries every envelope
+  that was waiting when it was sent, up to ``batch_bytes`` (a subscriber's own message limit
+  caps what it is sent). A stream that keeps up sends batches of one, so batching adds no
+  latency; one that falls behind catches up in fewer messages, which is what gRPC's Python
+  cost is counted in. The server keeps each accepted envelope encoded, so serving a
+  subscriber is joining bytes, with the window's lock taken once per batch, not per alert.
 * **Retention**: the server keeps a bounded window of recent envelopes in memory (``window``
   alerts and ``window_bytes`` bytes, whichever binds first); subscribers start from the latest,
   the earliest retained, a sequence number (resume) or a time.
@@ -99,8 +106,15 @@ IDLE_CLOSED = ("alertstream-closed", "idle")
 _RECONNECT_BACKOFF = (0.05, 1.0)
 """A subscriber whose stream broke reconnects after this long, doubling up to the maximum."""
 _PUBLISH_INBOX = 1
-"""Envelopes a Publish stream's reader thread may hold before the worker appends them to the
+"""Batches a Publish stream's reader thread may hold before the worker appends them to the
 window: one, so the server reads from a publisher about as far ahead as without that thread."""
+BATCH_BYTES = 4 * 1024**2
+"""Default most bytes of envelopes in one stream message, both ways (one envelope over it still
+goes, alone)."""
+BATCH_ENVELOPES = 256
+"""The most envelopes in one stream message, however small."""
+SERVICE = pb.DESCRIPTOR.services_by_name["AlertStream"].full_name
+"""The service's full name, ``alertbench.stream.v2.AlertStream``."""
 
 
 def _ms(seconds: float) -> int:
@@ -115,35 +129,67 @@ def _channel_options(max_message: int) -> list[tuple[str, int]]:
 
 
 class _Window:
-    """The retained envelopes, oldest first, with their server-assigned sequence numbers."""
+    """The retained envelopes, oldest first: ``(sequence, wire, t_sent_ns)``, where ``wire`` is
+    the envelope encoded as an EnvelopeBatch of one. A batch's encoding is its envelopes'
+    batches-of-one joined, so a subscriber's batch is built without encoding anything again."""
 
     def __init__(self, max_items: int, max_bytes: int) -> None:
-        self.items: collections.deque[tuple[int, Any]] = collections.deque()
+        self.items: collections.deque[tuple[int, bytes, int]] = collections.deque()
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.bytes = 0
         self.next_sequence = 0
+        self.batches_in = 0
+        self.batches_out = 0
+        self.envelopes_out = 0
+        """Publish messages taken, Subscribe messages sent and the envelopes in those."""
         self.cond = threading.Condition()
+        self._order = threading.Lock()
+        """Held by one appender at a time, so sequence numbers follow arrival while the
+        encoding happens outside ``cond`` (subscribers are not held up by it)."""
 
-    def append(self, message: Any) -> int:
-        with self.cond:
+    def append(self, envelopes: Any) -> int:
+        """Number and keep ``envelopes`` (a batch's, in order); the last one's sequence."""
+        with self._order:
             seq = self.next_sequence
-            message.sequence = seq
-            self.items.append((seq, message))
-            self.bytes += len(message.payload)
-            self.next_sequence += 1
-            while self.items and (len(self.items) > self.max_items or self.bytes > self.max_bytes):
-                _, old = self.items.popleft()
-                self.bytes -= len(old.payload)
-            self.cond.notify_all()
-            return seq
+            entries = []
+            for envelope in envelopes:
+                envelope.sequence = seq
+                one = pb.EnvelopeBatch()
+                one.envelopes.append(envelope)
+                entries.append((seq, one.SerializeToString(), envelope.t_sent_ns))
+                seq += 1
+            with self.cond:
+                self.items.extend(entries)
+                self.bytes += sum(len(wire) for _, wire, _ in entries)
+                self.next_sequence = seq
+                self.batches_in += 1
+                while self.items and (
+                    len(self.items) > self.max_items or self.bytes > self.max_bytes
+                ):
+                    _, old, _ = self.items.popleft()
+                    self.bytes -= len(old)
+                self.cond.notify_all()
+            return seq - 1
 
     def first_sequence(self) -> int:
         return self.items[0][0] if self.items else self.next_sequence
 
-    def get(self, seq: int) -> Any:
-        first = self.first_sequence()
-        return self.items[seq - first][1]
+    def batch(self, cursor: int, max_bytes: int) -> list[bytes]:
+        """The encoded envelopes from ``cursor`` on (retained and published; under ``cond``),
+        at least one, at most ``max_bytes`` of them together and BATCH_ENVELOPES."""
+        items = self.items
+        at = cursor - self.first_sequence()
+        end = min(len(items), at + BATCH_ENVELOPES)
+        parts = [items[at][1]]
+        size = len(parts[0])
+        for i in range(at + 1, end):
+            wire = items[i][1]
+            size += len(wire)
+            if size > max_bytes:
+                break
+            parts.append(wire)
+        return parts
 
 
 class _Budget:
@@ -240,8 +286,10 @@ class _Servicer(pb_grpc.AlertStreamServicer):
         stopping: threading.Event,
         budget: _Budget,
         publish_idle_timeout: float | None,
+        batch_bytes: int,
     ) -> None:
         self.window = window
+        self.batch_bytes = batch_bytes
         self.stopping = stopping
         self.budget = budget
         self.publish_idle_timeout = publish_idle_timeout
@@ -269,11 +317,21 @@ class _Servicer(pb_grpc.AlertStreamServicer):
     def Publish(self, request_iterator, context):
         with self._admitted(context):
             if self.publish_idle_timeout is None:
-                for message in request_iterator:
-                    seq = self.window.append(message)
-                    yield pb.PublishAck(sequence=seq, alert_id=message.alert_id)
+                for batch in request_iterator:
+                    yield self._accept(batch, context)
                 return
             yield from self._publish_until_idle(request_iterator, context)
+
+    def _accept(self, batch: Any, context: Any) -> Any:
+        """Put a publisher's batch in the window; its acknowledgement."""
+        envelopes = batch.envelopes
+        if not envelopes:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "an empty EnvelopeBatch: a Publish message carries at least one envelope",
+            )
+        seq = self.window.append(envelopes)
+        return pb.PublishAck(sequence=seq, alert_id=envelopes[-1].alert_id, count=len(envelopes))
 
     def _publish_until_idle(self, request_iterator: Any, context: Any) -> Iterator[Any]:
         """Publish, reading the requests in a thread of their own, so that this (the worker)
@@ -326,8 +384,7 @@ class _Servicer(pb_grpc.AlertStreamServicer):
                         f"publish stream idle: nothing received for {idle:g} s "
                         f"(publish_idle_timeout); the server closed it, publish on a new stream",
                     )
-                seq = self.window.append(message)
-                yield pb.PublishAck(sequence=seq, alert_id=message.alert_id)
+                yield self._accept(message, context)
                 deadline = time.monotonic() + idle
         finally:
             with cond:
@@ -337,6 +394,14 @@ class _Servicer(pb_grpc.AlertStreamServicer):
     def Subscribe(self, request, context):
         with self._admitted(context):
             yield from self._subscribe(request, context)
+
+    def _batch_bytes(self, request: Any) -> int:
+        """What one message to this subscriber may hold: the server's budget, lowered to the
+        subscriber's own limit (less room for the envelopes' prefixes) if it sent one."""
+        budget = self.batch_bytes
+        if request.max_batch_bytes:
+            budget = min(budget, request.max_batch_bytes - 64)
+        return budget
 
     def _subscribe(self, request: Any, context: Any) -> Iterator[Any]:
         window = self.window
@@ -353,19 +418,20 @@ class _Servicer(pb_grpc.AlertStreamServicer):
                     )
             elif request.start == pb.SubscribeRequest.TIME:
                 cursor = next(
-                    (s for s, m in window.items if m.t_sent_ns >= request.time_ns),
+                    (s for s, _, sent in window.items if sent >= request.time_ns),
                     window.next_sequence,
                 )
             else:
                 cursor = window.next_sequence
             self.subscribers += 1  # counted once its starting point is fixed
         try:
-            yield from self._follow(cursor, context)
+            yield from self._follow(cursor, self._batch_bytes(request), context)
         finally:
             with window.cond:
                 self.subscribers -= 1
 
-    def _follow(self, cursor: int, context: Any) -> Iterator[Any]:
+    def _follow(self, cursor: int, batch_bytes: int, context: Any) -> Iterator[bytes]:
+        """The subscriber's stream from ``cursor``: encoded batches of what is published."""
         window = self.window
         while context.is_active() and not self.stopping.is_set():
             with window.cond:
@@ -382,9 +448,30 @@ class _Servicer(pb_grpc.AlertStreamServicer):
                         f"subscriber fell behind the retention window: alerts {cursor} to "
                         f"{first - 1} were evicted; resume from {first}",
                     )
-                message = window.get(cursor)
-            cursor += 1
-            yield message
+                parts = window.batch(cursor, batch_bytes)
+                window.batches_out += 1
+                window.envelopes_out += len(parts)
+            cursor += len(parts)
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _handlers(servicer: _Servicer) -> grpc.GenericRpcHandler:
+    """The service, with Subscribe's batches sent as the bytes the window already holds (no
+    response serializer: gRPC sends bytes as they are)."""
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Publish": grpc.stream_stream_rpc_method_handler(
+                servicer.Publish,
+                request_deserializer=pb.EnvelopeBatch.FromString,
+                response_serializer=pb.PublishAck.SerializeToString,
+            ),
+            "Subscribe": grpc.unary_stream_rpc_method_handler(
+                servicer.Subscribe,
+                request_deserializer=pb.SubscribeRequest.FromString,
+            ),
+        },
+    )
 
 
 class AlertStreamServer(CountsSubscribers):
@@ -394,7 +481,9 @@ class AlertStreamServer(CountsSubscribers):
     ``RESOURCE_EXHAUSTED``), ``max_streams_per_connection`` those of one connection; ``workers``
     (more than ``max_streams``; by default a few more) serve them. ``publish_idle_timeout``
     (seconds, None for never) ends a Publish stream that sends nothing; ``keepalive`` and
-    ``keepalive_timeout`` (seconds) are the server's pings to its peers. See the module's notes.
+    ``keepalive_timeout`` (seconds) are the server's pings to its peers; ``batch_bytes`` is the
+    most one message to a subscriber holds (1 sends envelopes one by one). See the module's
+    notes.
     """
 
     def __init__(
@@ -411,6 +500,7 @@ class AlertStreamServer(CountsSubscribers):
         keepalive: float = KEEPALIVE,
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
         tls: tuple[bytes, bytes] | None = None,
+        batch_bytes: int = BATCH_BYTES,
     ) -> None:
         if max_streams < 1 or max_streams_per_connection < 1:
             raise ConfigError("max_streams and max_streams_per_connection must be at least 1")
@@ -424,6 +514,8 @@ class AlertStreamServer(CountsSubscribers):
             raise ConfigError("publish_idle_timeout must be positive seconds, or None for never")
         if keepalive <= 0 or keepalive_timeout <= 0:
             raise ConfigError("keepalive and keepalive_timeout must be positive seconds")
+        if batch_bytes < 1:
+            raise ConfigError("batch_bytes must be at least 1 (1: one envelope per message)")
         self.bind = bind
         self.window = _Window(window, window_bytes)
         self.max_message = max_message
@@ -447,8 +539,14 @@ class AlertStreamServer(CountsSubscribers):
             ],
             maximum_concurrent_rpcs=max_streams,
         )
-        self._servicer = _Servicer(self.window, self._stopping, self._budget, publish_idle_timeout)
-        pb_grpc.add_AlertStreamServicer_to_server(self._servicer, self._server)
+        self._servicer = _Servicer(
+            self.window,
+            self._stopping,
+            self._budget,
+            publish_idle_timeout,
+            min(batch_bytes, max_message - 64),
+        )
+        self._server.add_generic_rpc_handlers((_handlers(self._servicer),))
         self.tls = tls
         self.port = 0
 
@@ -469,8 +567,18 @@ class AlertStreamServer(CountsSubscribers):
     def counters(self) -> dict[str, int]:
         """``streams`` open now (``peak_streams`` at most, over ``connections``), ``calls``
         taken, ``refused`` (``refused_max_streams`` by gRPC over the cap, plus
-        ``refused_per_connection``) and ``idle_closed`` Publish streams."""
-        return self._budget.counters()
+        ``refused_per_connection``) and ``idle_closed`` Publish streams; ``accepted`` envelopes
+        in ``publish_batches`` messages, and ``sent`` envelopes in ``subscribe_batches``
+        messages to all subscribers together."""
+        window = self.window
+        with window.cond:
+            flow = {
+                "accepted": window.next_sequence,
+                "publish_batches": window.batches_in,
+                "sent": window.envelopes_out,
+                "subscribe_batches": window.batches_out,
+            }
+        return {**self._budget.counters(), **flow}
 
     @property
     def refused(self) -> int:
@@ -534,6 +642,13 @@ class GrpcTransport(BaseTransport):
             "refused_backoff_max": Option(
                 5.0, "the longest wait between a refused subscriber's tries, seconds", "float"
             ),
+            "batch_bytes": Option(
+                BATCH_BYTES,
+                "the most bytes of envelopes a publisher sends in one stream message (all that "
+                "are waiting, up to this; 1 sends them one by one)",
+                "int",
+                minimum=1,
+            ),
         },
     )
     variants: ClassVar[dict[str, dict[str, Any]]] = {"grpc": {}}
@@ -549,6 +664,7 @@ class GrpcTransport(BaseTransport):
         self.keepalive: float = self.options["keepalive"]
         self.keepalive_timeout: float = self.options["keepalive_timeout"]
         self.refused_backoff: float = self.options["refused_backoff"]
+        self.batch_bytes: int = self.options["batch_bytes"]
         self.refused_backoff_max: float = max(
             self.options["refused_backoff_max"], self.refused_backoff
         )
@@ -592,11 +708,13 @@ class GrpcTransport(BaseTransport):
         window: int = 200_000,
     ) -> Iterator[LocalStream]:
         """An AlertStreamServer in this process on a port the OS chose, retaining ``window``
-        alerts (16 when ``tight``); stopped on exit."""
-        with AlertStreamServer(window=16 if tight else window) as server:
+        alerts; stopped on exit. ``tight``: 16 alerts, sent and acknowledged one per message
+        (a batch as large as the window would evict it in one go)."""
+        server_batch = 1 if tight else BATCH_BYTES
+        with AlertStreamServer(window=16 if tight else window, batch_bytes=server_batch) as server:
             yield LocalStream(
                 variant,
-                server.url,
+                f"{server.url}?batch_bytes=1" if tight else server.url,
                 server=server,
                 ports=[server.port],
                 counter=server,
@@ -622,23 +740,39 @@ class _PublishStream:
         self.thread: threading.Thread | None = None
 
 
-class GrpcPublisher(CannotCountSubscribers):
-    """Streams envelopes to the server; a bounded queue gives backpressure.
+class _Outgoing:
+    """One published envelope, encoded as an EnvelopeBatch of one (joined with others into a
+    batch as it leaves)."""
 
-    Envelopes wait in ``_pending`` until the stream's request generator takes them; taken, they
-    are ``_inflight`` until acknowledged (acknowledgements come in order). If the server ends an
-    idle stream, nothing in flight reached its window, so those go first on the next stream,
-    which opens when there is something to send (``reopened`` counts them).
+    __slots__ = ("alert_id", "wire")
+
+    def __init__(self, wire: bytes, alert_id: int) -> None:
+        self.wire = wire
+        self.alert_id = alert_id
+
+
+class GrpcPublisher(CannotCountSubscribers):
+    """Streams envelopes to the server in batches; a bounded queue gives backpressure.
+
+    Envelopes wait in ``_pending`` until the stream's request generator takes them: all that
+    are waiting, up to the batch limit, in one message. Taken, a batch is ``_inflight`` until
+    acknowledged (acknowledgements come in order, one per batch). If the server ends an idle
+    stream, nothing in flight reached its window, so those go first on the next stream, which
+    opens when there is something to send (``reopened`` counts them).
     """
 
     def __init__(self, transport: GrpcTransport, queue_size: int = 256) -> None:
         self.transport = transport
         self._channel = transport.channel()
-        self._stub = pb_grpc.AlertStreamStub(self._channel)
+        # Requests go as the bytes the publisher joined (no request serializer).
+        self._publish = self._channel.stream_stream(
+            f"/{SERVICE}/Publish", response_deserializer=pb.PublishAck.FromString
+        )
+        self._batch_bytes = min(transport.batch_bytes, transport.max_message - 64)
         self._queue_size = queue_size
         self._cond = threading.Condition()
-        self._pending: collections.deque[Any] = collections.deque()
-        self._inflight: collections.deque[Any] = collections.deque()
+        self._pending: collections.deque[_Outgoing] = collections.deque()
+        self._inflight: collections.deque[list[_Outgoing]] = collections.deque()
         self._closing = False
         self._stream: _PublishStream | None = None
         self._failure: str | None = None
@@ -652,33 +786,52 @@ class GrpcPublisher(CannotCountSubscribers):
     def _open(self) -> None:
         """Start a Publish call (under ``_cond``)."""
         stream = _PublishStream()
-        stream.call = self._stub.Publish(self._requests(stream))
+        stream.call = self._publish(self._requests(stream))
         stream.thread = threading.Thread(
             target=self._read_acks, args=(stream,), name="grpc-acks", daemon=True
         )
         self._stream = stream
         stream.thread.start()
 
-    def _requests(self, stream: _PublishStream) -> Iterator[Any]:
+    def _take_batch(self) -> list[_Outgoing]:
+        """What is pending, up to the batch limit (under ``_cond``; at least one)."""
+        pending = self._pending
+        batch = [pending.popleft()]
+        size = len(batch[0].wire)
+        while pending and len(batch) < BATCH_ENVELOPES:
+            size += len(pending[0].wire)
+            if size > self._batch_bytes:
+                break
+            batch.append(pending.popleft())
+        return batch
+
+    def _requests(self, stream: _PublishStream) -> Iterator[bytes]:
         while True:
             with self._cond:
                 while not self._pending and not stream.done and not self._closing:
                     self._cond.wait()
                 if stream.done or not self._pending:  # this stream ended, or we close
                     return
-                item = self._pending.popleft()
-                self._inflight.append(item)
+                batch = self._take_batch()
+                self._inflight.append(batch)
                 self._cond.notify_all()
-            yield item
+            yield batch[0].wire if len(batch) == 1 else b"".join(o.wire for o in batch)
 
     def _read_acks(self, stream: _PublishStream) -> None:
         error: grpc.RpcError | None = None
         try:
             for ack in stream.call:
                 with self._cond:
-                    if self._inflight:
-                        self._inflight.popleft()
-                    self.acked.append(ack.alert_id)
+                    batch = self._inflight.popleft() if self._inflight else []
+                    if ack.count != len(batch) or (batch and ack.alert_id != batch[-1].alert_id):
+                        self._failure = (
+                            f"gRPC server acknowledged {ack.count} envelopes ending with alert "
+                            f"{ack.alert_id}, not the batch of {len(batch)} it was sent"
+                        )
+                        self._cond.notify_all()
+                        stream.call.cancel()
+                        return
+                    self.acked.extend(o.alert_id for o in batch)
                     self._cond.notify_all()
         except grpc.RpcError as exc:
             error = exc
@@ -688,7 +841,8 @@ class GrpcPublisher(CannotCountSubscribers):
                 self._stream = None
             if error is not None and _idle_closed(error):
                 log.info("gRPC publish stream: %s", error.details())
-                self._pending.extendleft(reversed(self._inflight))  # never reached the window
+                unacked = [o for batch in self._inflight for o in batch]
+                self._pending.extendleft(reversed(unacked))  # never reached the window
                 self._inflight.clear()
                 if self._pending:
                     self._reopen()
@@ -709,7 +863,8 @@ class GrpcPublisher(CannotCountSubscribers):
             raise TransportError(self._failure)
 
     def publish(self, envelope: Envelope) -> None:
-        message = pb.Envelope(
+        one = pb.EnvelopeBatch()
+        one.envelopes.add(
             payload=envelope.payload,
             content_type=envelope.content_type,
             alert_id=envelope.alert_id,
@@ -717,6 +872,7 @@ class GrpcPublisher(CannotCountSubscribers):
             t_intended_ns=envelope.t_intended_ns,
             t_sent_ns=envelope.t_sent_ns or time.time_ns(),
         )
+        outgoing = _Outgoing(one.SerializeToString(), envelope.alert_id)
         with self._cond:
             while True:
                 self._check()
@@ -727,7 +883,7 @@ class GrpcPublisher(CannotCountSubscribers):
                 if len(self._pending) < self._queue_size:
                     break
                 self._cond.wait(0.5)
-            self._pending.append(message)
+            self._pending.append(outgoing)
             self.published += 1
             self._cond.notify_all()
 
@@ -791,6 +947,11 @@ class GrpcSubscriber(QueuedSubscriber):
         self._started.wait(5.0)
 
     def _request(self) -> Any:
+        request = self._start_request()
+        request.max_batch_bytes = min(self.transport.max_message, 2**32 - 1)
+        return request
+
+    def _start_request(self) -> Any:
         req = pb.SubscribeRequest
         if self._next is not None:
             return req(start=req.SEQUENCE, sequence=self._next)
@@ -816,27 +977,12 @@ class GrpcSubscriber(QueuedSubscriber):
                 with contextlib.suppress(grpc.FutureTimeoutError):
                     grpc.channel_ready_future(self._channel).result(timeout=5)
                 self._started.set()
-                for message in self._call:
+                for batch in self._call:
                     backoff = _RECONNECT_BACKOFF[0]
                     refused_backoff, streak = self.transport.refused_backoff, 0
-                    envelope = Envelope(
-                        payload=message.payload,
-                        content_type=message.content_type,
-                        alert_id=message.alert_id,
-                        t_shutter_ns=message.t_shutter_ns,
-                        t_intended_ns=message.t_intended_ns,
-                        t_sent_ns=message.t_sent_ns,
-                        sequence=message.sequence,
-                    )
-                    self._next = message.sequence + 1
-                    self._put(
-                        Received(
-                            envelope,
-                            time.time_ns(),
-                            origin=f"{self.transport.url}#{message.sequence}",
-                            position=message.sequence,
-                        )
-                    )
+                    if batch.envelopes:
+                        self._put_batch(self._received(batch.envelopes))
+                        self._next = batch.envelopes[-1].sequence + 1
             except grpc.RpcError as exc:
                 if self._stop.is_set() or exc.code() == grpc.StatusCode.CANCELLED:
                     return
@@ -864,6 +1010,27 @@ class GrpcSubscriber(QueuedSubscriber):
             if not self.reconnect:
                 return
             self._stop.wait(delay)
+
+    def _received(self, messages: Any) -> list[Received]:
+        now = time.time_ns()
+        url = self.transport.url
+        return [
+            Received(
+                Envelope(
+                    payload=m.payload,
+                    content_type=m.content_type,
+                    alert_id=m.alert_id,
+                    t_shutter_ns=m.t_shutter_ns,
+                    t_intended_ns=m.t_intended_ns,
+                    t_sent_ns=m.t_sent_ns,
+                    sequence=m.sequence,
+                ),
+                now,
+                origin=f"{url}#{m.sequence}",
+                position=m.sequence,
+            )
+            for m in messages
+        ]
 
     def counters(self) -> dict[str, int]:
         return {

@@ -125,7 +125,8 @@ def test_grpc_server_survives_garbage_and_refuses_oversized_messages() -> None:
             f"127.0.0.1:{server.port}", options=[("grpc.max_send_message_length", 10**7)]
         )
         stub = pb_grpc.AlertStreamStub(channel)
-        big = pb.Envelope(payload=b"x" * (200 * 1024), content_type="x", alert_id=99)
+        big = pb.EnvelopeBatch()
+        big.envelopes.add(payload=b"x" * (200 * 1024), content_type="x", alert_id=99)
         with pytest.raises(grpc.RpcError) as info:
             list(stub.Publish(iter([big])))
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
