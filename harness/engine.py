@@ -26,11 +26,20 @@ One run, in order:
 CPU seconds and peak memory are reported per role: the publisher's process (which also holds
 subscriber threads and in-process servers such as gRPC's), each subscriber process, and every
 server process named by pid (Kafka's JVMs).
+
+``publishers`` above 1 runs that many publisher processes instead of publishing here, as
+Rubin's per-CCD workers publish in parallel: publisher ``k`` of ``N`` sends alerts ``k, k + N,
+k + 2N, ...`` (disjoint ids, every alert once, each at its intended time on the one clock from a
+start this process gives them all), so the subscribers' accounting is the same as with one.
+Each reports its CPU seconds, peak memory, acknowledgements and counters. Only a transport
+whose publishers join one stream through its broker takes several (``several_publishers``: Kafka);
+a tcp, zmq or VTP publisher binds the stream's port, so a second one has no stream to join.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import multiprocessing
 import os
@@ -62,6 +71,7 @@ from alertbench.transports.base import (
     LocalStream,
     Start,
     get_transport,
+    kind_table,
     local_stream,
     parse_url,
     transport_class,
@@ -83,6 +93,11 @@ CONNECT_S = 15.0
 FINISH_GRACE_S = 600.0
 """How long after the publisher is done a subscriber may keep reporting a backlog before it is
 told to stop (what it has by then is kept; the rest counts as lost)."""
+DEFAULT_PARTITIONS = 3
+"""Partitions of a topic a run creates when nobody says how many (a Kafka topic is created
+with replication factor 1 unless told otherwise)."""
+_BINDS_A_PORT = ("tcp", "zmq+tcp", "vtp")
+"""Schemes whose publisher is the stream's server: its subscribers connect to its port."""
 
 
 # -- what to run ------------------------------------------------------------------------------
@@ -178,10 +193,13 @@ class RunSpec:
     serializer_options: Mapping[str, Any] = field(default_factory=dict)
     transport_options: Mapping[str, Any] = field(default_factory=dict)
     stream_options: Mapping[str, Any] = field(default_factory=dict)
-    partitions: int = 3
+    partitions: int = DEFAULT_PARTITIONS
     server_pids: tuple[int, ...] = ()
     wait_for_subscribers: Callable[[int], None] | None = None
     label: str = ""
+    publishers: int = 1
+    """Publisher processes sharing the schedule (1: this process publishes; see the module
+    docstring), for transports that declare ``several_publishers``."""
 
     def __post_init__(self) -> None:
         if self.payload not in PAYLOAD_MODES:
@@ -190,7 +208,7 @@ class RunSpec:
             raise ConfigError(
                 f"subscriber_role must be one of {SUBSCRIBER_ROLES}, not {self.subscriber_role!r}"
             )
-        for name in ("subscribers", "pool_size", "partitions"):
+        for name in ("subscribers", "pool_size", "partitions", "publishers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.idle_timeout <= 0:
@@ -271,6 +289,8 @@ class RunResult:
     """Bytes the publisher and subscribers moved on their sockets, where the transport counts
     them (VTP: events, acks and iamalives); 0 where it does not."""
     label: str = ""
+    publishers: int = 1
+    """Publisher processes (above 1: each is in ``processes["publishers"]``)."""
 
     def row(self) -> dict[str, Any]:
         return asdict(self)
@@ -306,6 +326,34 @@ def open_stream(spec: RunSpec, shared: Any = None) -> Iterator[tuple[str, LocalS
         raise ConfigError(f"the {spec.transport} local stream takes no option {', '.join(unknown)}")
     with local_stream(spec.transport, shared=shared, **options) as stream:
         yield stream.url, stream
+
+
+def several_publishers_refusal(target: str, publishers: int) -> str | None:
+    """Why ``publishers`` publisher processes cannot share the stream of ``target`` (a URL or
+    a kind), in one line; None when they can (one always can)."""
+    if publishers <= 1:
+        return None
+    if "://" in target:
+        scheme = parse_url(target)[0]
+        cls: Any = resolve(TRANSPORTS, scheme, "transport for scheme", AlertbenchError)
+    else:
+        transport_class(target)  # an unknown kind: a did-you-mean
+        cls, scheme = kind_table()[target]
+    if getattr(cls, "several_publishers", False):
+        return None
+    if not cls.capabilities.interprocess:
+        why = "lives in one process, so a publisher process of its own cannot reach it"
+    elif scheme in _BINDS_A_PORT:
+        why = (
+            "binds the stream's port (its subscribers connect to it), so a second one has "
+            "no stream to join"
+        )
+    else:
+        why = "does not declare that several publishers share one stream"
+    return (
+        f"producers {publishers}: several publisher processes need a transport whose "
+        f"publishers join one stream through its broker (kafka); a {scheme} publisher {why}"
+    )
 
 
 # -- the subscriber: one loop, run as a process or a thread ----------------------------------
@@ -505,9 +553,10 @@ class _Role:
 # -- the publisher ----------------------------------------------------------------------------
 
 
-def _payloads(spec: RunSpec, codec: Any) -> Callable[[int], bytes]:
+def _payloads(spec: RunSpec, codec: Any, first: int = 0, step: int = 1) -> Callable[[int], bytes]:
     """Payload of alert ``i``: encoded now (codec mode) or looked up (pre-encoded, done here,
-    before the clock starts)."""
+    before the clock starts). ``first``/``step``: the share of the alerts asked for (a
+    publisher process's), so unique payloads are encoded for those alone."""
     if spec.payloads is not None:
         given = spec.payloads
         return lambda i: given[i % len(given)]
@@ -516,6 +565,12 @@ def _payloads(spec: RunSpec, codec: Any) -> Callable[[int], bytes]:
     if spec.payload == "codec":
         return lambda i: codec.dumps(with_alert_id(pool[i % size], i))
     if spec.unique_payloads:
+        if step > 1:
+            mine = {
+                i: codec.dumps(with_alert_id(pool[i % size], i))
+                for i in range(first, spec.schedule.count, step)
+            }
+            return mine.__getitem__
         encoded = [
             codec.dumps(with_alert_id(pool[i % size], i)) for i in range(spec.schedule.count)
         ]
@@ -545,17 +600,29 @@ def _publish(
     intended: np.ndarray,
     progress: Any,
     label: str,
+    *,
+    first: int = 0,
+    step: int = 1,
+    t0: int | None = None,
+    tick: Callable[[int], None] | None = None,
 ) -> _Published:
-    """Send every alert at its intended time; record that time in ``intended``."""
+    """Send every alert at its intended time; record that time in ``intended``.
+
+    A publisher process sends its share, alerts ``first, first + step, ...`` (its k-th in
+    ``intended[k]``), from the start ``t0`` every process was given; ``tick(k)`` tells the
+    parent how far it is."""
     n = schedule.count
     task = progress.add_task(label, total=n) if progress is not None else None
     offsets_ns = None if schedule.offsets_s is None else (schedule.offsets_s * 1e9).astype(np.int64)
     late = payload_bytes = 0
-    t0 = time.time_ns() + (LEAD_NS if offsets_ns is not None else 0)
+    if t0 is None:
+        t0 = time.time_ns() + (LEAD_NS if offsets_ns is not None else 0)
+    elif offsets_ns is None and t0 > time.time_ns():
+        time.sleep((t0 - time.time_ns()) / 1e9)  # a burst shared out: every process at once
     started = time.perf_counter()
     published = 0
     aborted = ""
-    for i in range(n):
+    for k, i in enumerate(range(first, n, step)):
         if offsets_ns is None:
             due = time.time_ns()
         else:
@@ -566,7 +633,7 @@ def _publish(
         payload = payload_for(i)
         if offsets_ns is not None and is_late(due, time.time_ns()):
             late += 1
-        intended[i] = due
+        intended[k] = due
         try:
             publisher.publish(
                 Envelope(
@@ -589,6 +656,8 @@ def _publish(
         payload_bytes += len(payload)
         if task is not None and i % 50 == 0:
             progress.update(task, completed=i)
+        if tick is not None and k % 50 == 0:
+            tick(k)
     try:
         left = int(publisher.flush(FLUSH_S) or 0)
     except TransportError as exc:
@@ -598,6 +667,222 @@ def _publish(
         progress.update(task, completed=n)
     seconds = time.perf_counter() - started
     return _Published(t0, late, payload_bytes, seconds, left, published, aborted)
+
+
+# -- several publisher processes ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _PublisherJob:
+    """What publisher process ``index`` of ``of`` needs, picklable (the spec without its
+    callable; registry targets resolved, as a subscriber's are)."""
+
+    index: int
+    of: int
+    spec: RunSpec
+    url: str
+    transport_target: str
+    codec: tuple[str, str, dict[str, Any]]
+    subscribers: int
+    ask_publisher: bool
+    """Whether it asks its own publisher for the subscribers (no broker or caller counts them)."""
+
+
+def _publisher_child(job: _PublisherJob, sync: dict[str, Any], out: Any) -> None:
+    """A publisher process: open, wait for the start, publish its share, report."""
+    from alertbench.refimpl import _native  # noqa: F401  (the subscribers' allocator policy)
+
+    k, spec = job.index, job.spec
+    start, ok = sync["start"], sync["ok"]
+    try:
+        codec = _build(job.codec[1], **job.codec[2])
+        transport = _build(job.transport_target, job.url, **spec.transport_options)
+        publisher = transport.open_publisher()
+        payload_for = _payloads(spec, codec, k, job.of)
+    except Exception as exc:  # reported to the parent, which raises it
+        out.put({"index": k, "error": f"publisher {k} could not open: {type(exc).__name__}: {exc}"})
+        sync["ready"][k].set()
+        return
+    ok[k] = 1
+    sync["ready"][k].set()
+    try:
+        sync["subscribed"].wait()
+        if start.value < 0:
+            return  # the run was abandoned before it started
+        if job.ask_publisher:
+            publisher.wait_for_subscribers(job.subscribers, timeout=CONNECT_S)
+        sync["counted"][k].set()
+        sync["go"].wait()
+        if start.value < 0:
+            return
+        done = sync["done"]
+        intended = np.zeros(len(range(k, spec.schedule.count, job.of)), dtype=np.int64)
+        cpu0 = own_cpu_seconds()
+        report: dict[str, Any] = {"index": k, "error": None}
+        try:
+            sent = _publish(
+                publisher, spec.schedule, payload_for, codec.content_type, intended, None, "",
+                first=k, step=job.of, t0=start.value, tick=lambda i: done.__setitem__(k, i),
+            )  # fmt: skip
+        except TransportError as exc:  # refused before its first alert went
+            report["error"] = f"publisher {k}: {exc}"
+            sent = _Published(start.value, 0, 0, 0.0, 0, 0, str(exc))
+        ids = getattr(publisher, "acknowledged_ids", None)
+        report.update(
+            pid=os.getpid(),
+            alerts=int(intended.size),
+            intended=intended,
+            sent=sent,
+            acked=None if ids is None else list(ids()),
+            counters=_counters(publisher),
+            cpu_seconds=own_cpu_seconds() - cpu0,
+            peak_rss_mb=own_peak_rss_mb(),
+        )
+        out.put(report)
+    finally:
+        with contextlib.suppress(Exception):
+            publisher.close()
+
+
+class _Publishers:
+    """``spec.publishers`` publisher processes, with the face of one publisher for the run:
+    ``counters()``, ``acknowledged_ids()`` (where every one of them keeps them), ``close()``."""
+
+    def __init__(self, spec: RunSpec, url: str, ask_publisher: bool) -> None:
+        n = self.count = spec.publishers
+        codec = (spec.serializer, SERIALIZERS[spec.serializer], dict(spec.serializer_options))
+        bare = dataclasses.replace(spec, wait_for_subscribers=None)
+        self._sync: dict[str, Any] = {
+            "ready": [_SPAWN.Event() for _ in range(n)],
+            "counted": [_SPAWN.Event() for _ in range(n)],
+            "ok": _SPAWN.Array("b", n),
+            "done": _SPAWN.Array("q", n),
+            "subscribed": _SPAWN.Event(),
+            "go": _SPAWN.Event(),
+            "start": _SPAWN.Value("q", 0),
+        }
+        self._out: Any = _SPAWN.Queue()
+        self._reports: list[dict[str, Any]] = []
+        self.acknowledged_ids: Callable[[], list[int]] | None = None
+        self._workers = []
+        for k in range(n):
+            job = _PublisherJob(
+                k, n, bare, url, TRANSPORTS[parse_url(url)[0]], codec, spec.subscribers,
+                ask_publisher,
+            )  # fmt: skip
+            worker = _SPAWN.Process(
+                target=_publisher_child,
+                args=(job, self._sync, self._out),
+                name=f"alertbench-publisher-{k}",
+                daemon=True,
+            )
+            worker.start()
+            self._workers.append(worker)
+
+    def _raise_if_failed(self) -> None:
+        bad = [k for k in range(self.count) if not self._sync["ok"][k]]
+        if bad:
+            raise TransportError(self._out.get(timeout=30)["error"])
+
+    def wait_ready(self, timeout: float = READY_S) -> None:
+        for k, ready in enumerate(self._sync["ready"]):
+            if not ready.wait(timeout):
+                raise TransportError(f"publisher {k} did not open within {timeout:g} s")
+        self._raise_if_failed()
+
+    def wait_for_subscribers(self) -> None:
+        """Each publisher asks its own for the subscribers, where it is told to."""
+        self._sync["subscribed"].set()
+        for k, counted in enumerate(self._sync["counted"]):
+            if not counted.wait(CONNECT_S + 30):
+                raise TransportError(f"publisher {k} did not see the subscribers connect")
+
+    def publish(self, progress: Any, label: str, intended: np.ndarray) -> _Published:
+        """Start them all at once (paced or burst: ``LEAD_NS`` from now) and gather them."""
+        n = intended.size
+        task = progress.add_task(label, total=n) if progress is not None else None
+        t0 = time.time_ns() + LEAD_NS
+        self._sync["start"].value = t0
+        self._sync["go"].set()
+        reports: dict[int, dict[str, Any]] = {}
+        while len(reports) < self.count:
+            try:
+                report = self._out.get(timeout=0.5)
+                reports[report["index"]] = report
+            except queue.Empty:
+                gone = [
+                    k for k, w in enumerate(self._workers)
+                    if k not in reports and w.exitcode is not None
+                ]  # fmt: skip
+                if gone:
+                    with contextlib.suppress(queue.Empty):
+                        report = self._out.get(timeout=5)
+                        reports[report["index"]] = report
+                        continue
+                    k = gone[0]
+                    raise TransportError(
+                        f"publisher {k} exited with status {self._workers[k].exitcode} "
+                        "without reporting"
+                    ) from None
+            if task is not None:
+                progress.update(task, completed=sum(self._sync["done"]))
+        if task is not None:
+            progress.update(task, completed=n)
+        self._reports = [reports[k] for k in range(self.count)]
+        sents = [r["sent"] for r in self._reports]
+        errors = [r["error"] for r in self._reports if r["error"]]
+        if errors and not sum(s.published for s in sents):
+            raise TransportError("; ".join(errors))  # the run never started
+        for r in self._reports:
+            intended[r["index"] :: self.count] = r["intended"]
+        if all(r["acked"] is not None for r in self._reports):
+            acked = [i for r in self._reports for i in r["acked"]]
+            self.acknowledged_ids = lambda: acked
+        return _Published(
+            t0=t0,
+            late=sum(s.late for s in sents),
+            payload_bytes=sum(s.payload_bytes for s in sents),
+            seconds=max(s.seconds for s in sents),
+            unacknowledged=sum(s.unacknowledged for s in sents),
+            published=sum(s.published for s in sents),
+            aborted=next((s.aborted for s in sents if s.aborted), ""),
+        )
+
+    def counters(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for r in self._reports:
+            for key, value in r["counters"].items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+    def processes(self) -> list[dict[str, Any]]:
+        """Each publisher process: its share, CPU seconds, peak memory, what it sent."""
+        return [
+            {
+                "index": r["index"],
+                "pid": r["pid"],
+                "alerts": r["alerts"],
+                "published": r["sent"].published,
+                "unacknowledged": r["sent"].unacknowledged,
+                "sent_behind_schedule": r["sent"].late,
+                "aborted": r["sent"].aborted,
+                "cpu_seconds": r["cpu_seconds"],
+                "peak_rss_mb": r["peak_rss_mb"],
+                "counters": r["counters"],
+            }
+            for r in self._reports
+        ]
+
+    def close(self) -> None:
+        if not self._sync["go"].is_set():
+            self._sync["start"].value = -1  # abandoned before the start: publish nothing
+            self._sync["subscribed"].set()
+            self._sync["go"].set()
+        for worker in self._workers:
+            worker.join(30)
+            if worker.is_alive():
+                worker.kill()
+                worker.join(5)
 
 
 def _wait_for_subscribers(
@@ -640,6 +925,9 @@ def _run(
         )
     if spec.subscriber_role == "process" and not caps.interprocess:
         raise ConfigError(f"{url}: subscribers of this transport must be threads of this process")
+    refusal = several_publishers_refusal(url, spec.publishers)
+    if refusal:
+        raise ConfigError(refusal)
     transport.prepare(spec.partitions)
     fanout = bool(caps.fanout)
     n = spec.schedule.count
@@ -670,18 +958,37 @@ def _run(
     shared = _Counter() if thread else _SPAWN.Value("q", 0)
     intended = np.zeros(n, dtype=np.int64)
     servers0 = {pid: pid_cpu_seconds(pid) or 0.0 for pid in server_pids}
-    publisher = transport.open_publisher()
+    label = spec.label or f"{url} x {spec.serializer}"
+    several = spec.publishers > 1
+    publisher: Any
+    counted = spec.wait_for_subscribers is not None or (
+        stream is not None and stream.counter is not None
+    )  # by the caller or the broker; else the publishers count them
+    if several:
+        publisher = _Publishers(spec, url, ask_publisher=not counted)
+    else:
+        publisher = transport.open_publisher()
     roles: list[_Role] = []
     try:
+        if several:
+            publisher.wait_ready()
         roles = [_Role(job, stop, published, shared) for job in jobs]
         for role in roles:
             role.wait_ready()
-        _wait_for_subscribers(spec, publisher, stream, len(roles))
+        if several:
+            if counted:
+                _wait_for_subscribers(spec, None, stream, len(roles))
+            publisher.wait_for_subscribers()
+        else:
+            _wait_for_subscribers(spec, publisher, stream, len(roles))
         cpu0 = own_cpu_seconds()
-        sent = _publish(
-            publisher, spec.schedule, payload_for, codec.content_type, intended, progress,
-            spec.label or f"{url} x {spec.serializer}",
-        )  # fmt: skip
+        if several:
+            sent = publisher.publish(progress, label, intended)
+        else:
+            sent = _publish(
+                publisher, spec.schedule, payload_for, codec.content_type, intended, progress,
+                label,
+            )  # fmt: skip
         published.set()
         reports = [role.finish(spec.idle_timeout + FINISH_GRACE_S) for role in roles]
         publisher_cpu = own_cpu_seconds() - cpu0
@@ -753,7 +1060,16 @@ def _result(
     subscriber_cpu = (
         0.0 if spec.subscriber_role == "thread" else sum(r["cpu_seconds"] for r in reports)
     )
-    cpu = publisher_cpu + subscriber_cpu
+    own = {
+        "pid": os.getpid(),
+        "cpu_seconds": publisher_cpu,
+        "peak_rss_mb": own_peak_rss_mb(),
+    }
+    several = publisher.processes() if isinstance(publisher, _Publishers) else None
+    if several is not None:
+        # this process only ran the start (and any subscriber threads or in-process servers)
+        publisher_cpu = sum(p["cpu_seconds"] for p in several)
+    cpu = publisher_cpu + subscriber_cpu + (own["cpu_seconds"] if several is not None else 0.0)
     server_cpu = sum(s["cpu_seconds"] for s in servers)
     deliveries = sum(delivery.received_per_subscriber)
     per_alert = (cpu + server_cpu) / max(deliveries, 1)
@@ -828,18 +1144,40 @@ def _result(
         server_cpu_seconds=server_cpu,
         cpu_seconds_per_alert=per_alert,
         cores_per_stream_at_lsst_rate=per_alert * LSST_RATE,
-        processes={
-            "publisher": {
-                "pid": os.getpid(),
-                "cpu_seconds": publisher_cpu,
-                "peak_rss_mb": own_peak_rss_mb(),
-                "counters": publisher_counters,
-            },
-            "subscribers": subscribers,
-            "servers": servers,
-            "servers_cpu_seconds": server_cpu,
-        },
+        processes=_processes(own, publisher_counters, several, subscribers, servers, server_cpu),
         subscriber_peak_rss_mb=max(peaks) if peaks else None,
         client_wire_bytes=wire,
         label=spec.label,
+        publishers=spec.publishers,
     )
+
+
+def _processes(
+    own: dict[str, Any],
+    counters: dict[str, int],
+    several: list[dict[str, Any]] | None,
+    subscribers: list[dict[str, Any]],
+    servers: list[dict[str, Any]],
+    server_cpu: float,
+) -> dict[str, Any]:
+    """The roles' processes. With several publishers, ``publisher`` is their sum (CPU seconds
+    added, the largest peak), ``publishers`` each one, and ``harness`` this process."""
+    roles: dict[str, Any] = {"publisher": {**own, "counters": counters}}
+    if several is not None:
+        roles = {
+            "publisher": {
+                "pid": None,
+                "cpu_seconds": sum(p["cpu_seconds"] for p in several),
+                "peak_rss_mb": max(p["peak_rss_mb"] for p in several),
+                "counters": counters,
+                "processes": len(several),
+            },
+            "publishers": several,
+            "harness": own,
+        }
+    return {
+        **roles,
+        "subscribers": subscribers,
+        "servers": servers,
+        "servers_cpu_seconds": server_cpu,
+    }

@@ -167,6 +167,10 @@ class KafkaTransport(BaseTransport):
         },
     )
     variants: ClassVar[dict[str, dict[str, Any]]] = {"kafka": {}}
+    several_publishers: ClassVar[bool] = True
+    """Several publisher processes may produce to one topic at once (each an idempotent
+    producer of its own), as Rubin's per-CCD workers do; the engine runs them for a run's
+    ``publishers``."""
     local_tools = ("java", "mvn")
     url_example = "kafka://127.0.0.1:9092/alerts"
 

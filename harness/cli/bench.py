@@ -182,6 +182,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     workload = Workload.load(args.workload)
     if args.subscribers is not None:
         workload = dataclasses.replace(workload, subscribers=args.subscribers)
+    client = kafka_transport_options(args)
+    if client and not args.transport.startswith("kafka://"):
+        raise ConfigError(
+            "the Kafka client options reach an existing cluster: give --transport "
+            "kafka://HOST:PORT/TOPIC (a local cluster needs none)"
+        )
     with progress() as bar:
         row = run_workload(
             workload,
@@ -189,8 +195,29 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.serializer,
             progress=bar,
             roles="threads" if args.threads else "processes",
+            transport_options=client,
         )
     row["transport"] = shown = redact_url(args.transport)  # a URL may carry a password
+    warm, topic = row["warm_up"], row["topic"]
+    if warm is not None:
+        out.print(
+            f"warm-up (off the record): {warm['alerts_sent']:,} alerts in "
+            f"{warm['seconds']:g} s, lost {warm['lost']:,}",
+            markup=False,
+        )
+    if topic is not None:
+        out.print(
+            f"topic: {topic['partitions']} partition(s), replication factor "
+            f"{topic['replication_factor']}",
+            markup=False,
+        )
+    if workload.producers > 1:
+        each = row["processes"]["publishers"]
+        out.print(
+            f"publishers: {len(each)} processes, "
+            + ", ".join(f"{p['alerts']:,} alerts/{p['cpu_seconds']:.1f} CPU s" for p in each),
+            markup=False,
+        )
     lat = row["latency_us"]
     out.print(
         f"{workload.name} over {shown} x {args.serializer}: {row['alerts_sent']:,} "
@@ -436,8 +463,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "run",
         help="run a workload file (LSST's schedule, paced) over one transport and serialization",
         description="Run a declarative workload (harness/workloads/*.yaml, or a path) over one "
-        "transport and serialization, paced by its schedule, with its number of subscribers; "
-        "latency runs from each alert's intended send time to after decode.",
+        "transport and serialization, paced by its schedule, with its number of subscribers, "
+        "after its warm-up (off the record); latency runs from each alert's intended send time "
+        "to after decode. A Kafka topic the run creates gets the workload's partitions and "
+        "replication factor (else 3 and 1); an existing kafka://HOST:PORT/TOPIC topic is used "
+        "as it is, unless the workload states a layout it does not have (refused). The "
+        "workload's producers are that many publisher processes (Kafka only).",
     )
     run.add_argument(
         "workload", help="a YAML file, or a name: lsst-design-night, peak-visit, quick-night"
@@ -467,6 +498,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="a .json file for the results alone, or a folder for results.json and report.md",
     )
+    add_kafka_client_options(run)
     run.set_defaults(func=cmd_run)
 
     mr = sub.add_parser(
