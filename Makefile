@@ -17,9 +17,12 @@ $(STAMP): pyproject.toml setup.py $(wildcard proto/*.proto)
 
 # Main job: a short benchmark matrix (every transport x serialization, 1,000 alerts each) that
 # starts its own Kafka and gRPC server, writes out/matrix/{results.json,report.md,*.png} with the
-# ranking against LSST's requirements; then the size distribution of the alerts it used.
+# ranking against LSST's requirements; then the three capacity layers (codec cost, each
+# transport beside its raw library to 5 subscriber processes, end to end by maximum sustainable
+# rate) with the cores a peak visit needs, in out/capacity; then the size distribution.
 run: $(STAMP)
 	$(BIN)/alertbench matrix --alerts 1000 -o out/matrix
+	$(BIN)/alertbench capacity --alerts 1000 --end-to-end-seconds 1 --end-to-end-serializers avro -o out/capacity
 	$(BIN)/alertbench sizes --visits 5 --per-visit 100
 
 # Test suite (what CI runs): lint, the type checker over the seams, then every test.

@@ -4,7 +4,6 @@ library, end to end) in one run, and the cores a peak visit to the brokers needs
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from alertbench.harness.cli.console import (
@@ -63,7 +62,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     write_results(args.output / RESULTS_FILE, "capacity", payload, options=options_of(args))
     path = write_report(args.output)
     out.print(path.read_text(), markup=False, highlight=False)
-    out.print(f"wrote {path}", file=sys.stderr)
+    out.print(f"wrote {path}")
     return 0
 
 

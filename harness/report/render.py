@@ -641,4 +641,4 @@ def render_capacity(doc: dict[str, Any], out_dir: Path | None = None) -> str:
     """The three-layer run (alertbench capacity); its tables and plots live with it."""
     from alertbench.harness.report import capacity_report
 
-    return capacity_report.render(doc, out_dir, [*run_header(doc), *provenance(doc)])
+    return capacity_report.render(doc, out_dir, [*run_header(doc), ""])

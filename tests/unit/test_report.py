@@ -87,6 +87,20 @@ def test_published_matrix_reports_are_reproduced_byte_for_byte(rendered) -> None
         ).read_bytes(), run
 
 
+def test_the_published_capacity_runs_are_reproduced_byte_for_byte(rendered) -> None:
+    """``alertbench report`` regenerates a published three-layer capacity run's report from its
+    results.json exactly: every figure in it comes from the JSON, none was typed."""
+    runs = [p.parent.name for p in RESULTS.glob("*/results.json")
+            if json.loads(p.read_text())["kind"] == "capacity"]  # fmt: skip
+    assert runs, "results/ holds no capacity run"
+    for run in runs:
+        assert (rendered / run / "report.md").read_bytes() == (
+            RESULTS / run / "report.md"
+        ).read_bytes(), run
+        for image in ("capacity.png", "cores-for-peak.png"):
+            assert (rendered / run / image).stat().st_size > 5_000, (run, image)
+
+
 def test_the_published_evidence_regenerates_from_the_published_json() -> None:
     from alertbench.harness.report import evidence
 
