@@ -295,6 +295,8 @@ def infer_kind(data: Mapping[str, Any]) -> str | None:
         return "codecs"
     if "per_message" in data and "kafka" in data:
         return "xml-compression"
+    if "capacity" in data and "cores_for_peak" in data:
+        return "capacity"
     rows = data.get("results")
     if isinstance(rows, list) and rows and isinstance(rows[0], Mapping):
         first = rows[0]
