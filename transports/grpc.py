@@ -828,6 +828,9 @@ class GrpcPublisher(CannotCountSubscribers):
                             f"gRPC server acknowledged {ack.count} envelopes ending with alert "
                             f"{ack.alert_id}, not the batch of {len(batch)} it was sent"
                         )
+                        stream.done = True  # no stream publishes after a forged ack
+                        if self._stream is stream:
+                            self._stream = None
                         self._cond.notify_all()
                         stream.call.cancel()
                         return
